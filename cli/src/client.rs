@@ -1,0 +1,93 @@
+//! `voca route` and `voca send` against a running gateway.
+
+use std::time::Duration;
+
+use clap::Args as ClapArgs;
+use tonic::transport::{Channel, Endpoint};
+use voca_proto::v1::gateway_client::GatewayClient;
+use voca_proto::v1::{RouteRequest, SendMessageRequest};
+
+/// Default gateway address.
+pub const DEFAULT_GATEWAY: &str = "127.0.0.1:50051";
+
+#[derive(ClapArgs, Debug)]
+pub struct RouteArgs {
+    /// Vendor id.
+    vendor_id: String,
+    /// Gateway address, as host:port.
+    #[arg(long, env = "VOCA_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+}
+
+#[derive(ClapArgs, Debug)]
+pub struct SendArgs {
+    /// Vendor id.
+    vendor_id: String,
+    /// The customer's message.
+    text: String,
+    /// The customer's id.
+    #[arg(long, default_value = "cli-user")]
+    user: String,
+    /// Message id for idempotent retries [default: assigned by the gateway].
+    #[arg(long, default_value = "")]
+    message_id: String,
+    /// Gateway address, as host:port.
+    #[arg(long, env = "VOCA_GATEWAY", default_value = DEFAULT_GATEWAY)]
+    gateway: String,
+    /// Deadline of the call, in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
+}
+
+/// Connects to a gateway at `host:port`.
+pub async fn connect(address: &str) -> anyhow::Result<GatewayClient<Channel>> {
+    let channel = Endpoint::from_shared(format!("http://{address}"))?
+        .connect_timeout(Duration::from_secs(2))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to gateway {address} failed: {e}"))?;
+    Ok(GatewayClient::new(channel))
+}
+
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+pub async fn route(args: RouteArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.gateway).await?;
+    let route = client
+        .route(RouteRequest {
+            vendor_id: args.vendor_id.clone(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "{} -> {} at {} (ring version {}, {} pool nodes)",
+        args.vendor_id, route.pool_id, route.address, route.ring_version, route.ring_size
+    );
+    Ok(())
+}
+
+pub async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let mut client = connect(&args.gateway).await?;
+    let mut request = tonic::Request::new(SendMessageRequest {
+        vendor_id: args.vendor_id,
+        user_id: args.user,
+        text: args.text,
+        message_id: args.message_id,
+        platform: Some("cli".to_owned()),
+    });
+    request.set_timeout(Duration::from_millis(args.timeout_ms));
+    let reply = client
+        .send_message(request)
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "{} [{}]: {}",
+        reply.character_name, reply.pool_id, reply.text
+    );
+    Ok(())
+}

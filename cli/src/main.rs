@@ -1,0 +1,38 @@
+//! `voca`: the Voca mesh command-line tool.
+
+mod bench;
+mod client;
+mod quickstart;
+
+use clap::{Parser, Subcommand};
+
+/// Command-line tool of the Voca mesh.
+#[derive(Parser, Debug)]
+#[command(name = "voca", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a local mesh with in-process stand-ins and run a scripted conversation.
+    Quickstart(quickstart::Args),
+    /// Show which pool node owns a vendor.
+    Route(client::RouteArgs),
+    /// Send a message to a vendor and print the reply.
+    Send(client::SendArgs),
+    /// Load a gateway with messages and report throughput and latency.
+    Bench(bench::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Route(args) => client::route(args).await,
+        Command::Send(args) => client::send(args).await,
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

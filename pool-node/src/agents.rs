@@ -1,0 +1,242 @@
+//! Vendors' agents: characters loaded lazily from the store, parsed, indexed
+//! and cached under a memory budget.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use moka::future::Cache;
+use voca_character::{parse_character, Agent, CharacterError, KnowledgeDocument, KnowledgeEntry};
+
+use crate::store::{CharacterStore, StoreError, StoredFile};
+
+/// Default memory budget of the agent cache, in bytes.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why a vendor's agent could not be loaded.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "vendor {vendor_id:?} has no character: write vendors/{vendor_id}/character.json \
+         to the character store"
+    )]
+    NotFound { vendor_id: String },
+    #[error("character of vendor {vendor_id:?} is malformed: {error}; fix vendors/{vendor_id}/character.json")]
+    Malformed {
+        vendor_id: String,
+        error: CharacterError,
+    },
+    #[error("character store failed for vendor {vendor_id:?}: {message}")]
+    Store { vendor_id: String, message: String },
+}
+
+/// The agents of the vendors this node has answered recently.
+pub struct Agents {
+    store: Arc<dyn CharacterStore>,
+    cache: Cache<String, Arc<Agent>>,
+}
+
+impl Agents {
+    /// Creates an empty cache that holds agents up to `budget_bytes` of
+    /// estimated heap size.
+    pub fn new(store: Arc<dyn CharacterStore>, budget_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(budget_bytes)
+            .weigher(|_vendor: &String, agent: &Arc<Agent>| {
+                u32::try_from(agent.approx_heap_bytes()).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self { store, cache }
+    }
+
+    /// Returns the vendor's agent, loading it on a miss. Concurrent misses
+    /// for one vendor share one load.
+    pub async fn get(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
+        self.cache
+            .try_get_with_by_ref(vendor_id, self.load(vendor_id))
+            .await
+            .map_err(|error| (*error).clone())
+    }
+
+    /// Drops a vendor's agent, so the next message loads it again.
+    pub async fn evict(&self, vendor_id: &str) {
+        self.cache.invalidate(vendor_id).await;
+    }
+
+    /// Number of cached agents and their estimated total size in bytes.
+    pub fn usage(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    async fn load(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
+        let store_error = |error: StoreError| LoadError::Store {
+            vendor_id: vendor_id.to_owned(),
+            message: error.to_string(),
+        };
+        let bytes = self
+            .store
+            .character(vendor_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| LoadError::NotFound {
+                vendor_id: vendor_id.to_owned(),
+            })?;
+        let character = parse_character(&bytes).map_err(|error| LoadError::Malformed {
+            vendor_id: vendor_id.to_owned(),
+            error,
+        })?;
+
+        let mut files: BTreeMap<String, StoredFile> = BTreeMap::new();
+        for file in self
+            .store
+            .knowledge(vendor_id, None)
+            .await
+            .map_err(store_error)?
+        {
+            files.insert(file.name.clone(), file);
+        }
+        for entry in &character.knowledge {
+            self.resolve_reference(vendor_id, entry, &mut files)
+                .await
+                .map_err(store_error)?;
+        }
+        let documents: Vec<KnowledgeDocument> = files
+            .into_values()
+            .map(|file| KnowledgeDocument::new(file.name, decode_text(&file.bytes)))
+            .collect();
+        tracing::debug!(vendor_id, character = %character.name, documents = documents.len(), "loaded character");
+
+        let agent = tokio::task::spawn_blocking(move || Agent::new(character, documents))
+            .await
+            .map_err(|e| LoadError::Store {
+                vendor_id: vendor_id.to_owned(),
+                message: format!("indexing the character failed: {e}"),
+            })?;
+        Ok(Arc::new(agent))
+    }
+
+    /// Adds the files a `knowledge` path or directory entry names, when they
+    /// are not already loaded. A reference to nothing is logged, not fatal.
+    async fn resolve_reference(
+        &self,
+        vendor_id: &str,
+        entry: &KnowledgeEntry,
+        files: &mut BTreeMap<String, StoredFile>,
+    ) -> Result<(), StoreError> {
+        match entry {
+            KnowledgeEntry::Text(_) => {}
+            KnowledgeEntry::Path { path, .. } => {
+                let relative = strip_knowledge_prefix(path);
+                if files.contains_key(relative) {
+                    return Ok(());
+                }
+                match self.store.knowledge_file(vendor_id, relative).await {
+                    Ok(Some(file)) => {
+                        files.insert(file.name.clone(), file);
+                    }
+                    Ok(None) => {
+                        tracing::warn!(vendor_id, path = %path, "knowledge path does not exist; skipping it")
+                    }
+                    Err(StoreError::UnsafePath(_)) => {
+                        tracing::warn!(vendor_id, path = %path, "knowledge path leaves the knowledge base; skipping it")
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            KnowledgeEntry::Directory { directory, .. } => {
+                let relative = strip_knowledge_prefix(directory);
+                match self.store.knowledge(vendor_id, Some(relative)).await {
+                    Ok(found) if found.is_empty() => {
+                        tracing::warn!(vendor_id, directory = %directory, "knowledge directory is empty or missing; skipping it")
+                    }
+                    Ok(found) => {
+                        for file in found {
+                            files.entry(file.name.clone()).or_insert(file);
+                        }
+                    }
+                    Err(StoreError::UnsafePath(_)) => tracing::warn!(
+                        vendor_id, directory = %directory, "knowledge directory leaves the knowledge base; skipping it"
+                    ),
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Knowledge paths are relative to the vendor's `knowledge-base/` folder;
+/// many files spell that folder out, so a leading `knowledge-base/` is
+/// accepted too.
+fn strip_knowledge_prefix(path: &str) -> &str {
+    let path = path.trim_start_matches("./");
+    path.strip_prefix("knowledge-base/").unwrap_or(path)
+}
+
+/// Decodes a knowledge file as UTF-8, dropping a byte-order mark and
+/// replacing invalid sequences.
+fn decode_text(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FileStore;
+
+    fn write(root: &std::path::Path, path: &str, text: &str) {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    #[tokio::test]
+    async fn loads_and_reports_errors() {
+        let root = tempfile::tempdir().unwrap();
+        write(
+            root.path(),
+            "vendors/shop/character.json",
+            r#"{"name": "Shopkeeper", "bio": "Runs the shop.",
+                "knowledge": [{"path": "knowledge-base/extra/returns.md"}, {"path": "missing.md"}]}"#,
+        );
+        write(
+            root.path(),
+            "vendors/shop/knowledge-base/hours.md",
+            "# Hours\nOpen 9 to 5 on weekdays.",
+        );
+        write(
+            root.path(),
+            "vendors/shop/knowledge-base/extra/returns.md",
+            "Returns within 30 days.",
+        );
+        write(
+            root.path(),
+            "vendors/broken/character.json",
+            "{\"name\": \"B\",\n \"bio\": [1, }",
+        );
+        let agents = Agents::new(Arc::new(FileStore::new(root.path())), DEFAULT_CACHE_BYTES);
+
+        let agent = agents.get("shop").await.unwrap();
+        assert_eq!(agent.name(), "Shopkeeper");
+        assert!(matches!(
+            agents.get("nobody").await,
+            Err(LoadError::NotFound { .. })
+        ));
+        let error = agents
+            .get("broken")
+            .await
+            .err()
+            .expect("a malformed character fails");
+        assert!(matches!(error, LoadError::Malformed { .. }), "{error}");
+        assert!(error.to_string().contains("\"broken\""), "{error}");
+        agents.cache.run_pending_tasks().await;
+        assert_eq!(agents.usage().0, 1);
+    }
+
+    #[test]
+    fn knowledge_prefix_is_optional() {
+        assert_eq!(strip_knowledge_prefix("knowledge-base/a.md"), "a.md");
+        assert_eq!(strip_knowledge_prefix("./knowledge-base/a.md"), "a.md");
+        assert_eq!(strip_knowledge_prefix("a.md"), "a.md");
+    }
+}

@@ -1,0 +1,10 @@
+//! The pool node: it registers on the ring, loads the characters of the
+//! vendors routed to it, and answers their customers.
+
+pub mod agents;
+pub mod history;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use server::{start, MembershipConfig, PoolNodeConfig, RunningPoolNode};

@@ -1,0 +1,99 @@
+//! `voca-pool-node`: a pool node of the Voca mesh.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use voca_character::OfflineResponder;
+use voca_common::membership::etcd::DEFAULT_PREFIX;
+use voca_common::process::{init_tracing, shutdown_signal, split_endpoints};
+use voca_common::RingParams;
+use voca_pool_node::agents::DEFAULT_CACHE_BYTES;
+use voca_pool_node::server::{DEFAULT_LEASE_TTL, DEFAULT_SHUTDOWN_DEADLINE};
+use voca_pool_node::{store, MembershipConfig, PoolNodeConfig};
+
+/// Serves the vendors that the consistent-hash ring assigns to this node.
+#[derive(Parser, Debug)]
+#[command(name = "voca-pool-node", version)]
+struct Args {
+    /// Address to listen on, as host:port.
+    #[arg(long, env = "VOCA_LISTEN", default_value = "127.0.0.1:7001")]
+    listen: SocketAddr,
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long = "etcd",
+        env = "VOCA_ETCD_ENDPOINTS",
+        default_value = "127.0.0.1:2379"
+    )]
+    etcd_endpoints: String,
+    /// Key prefix of this mesh in etcd.
+    #[arg(long, env = "VOCA_ETCD_PREFIX", default_value = DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// Stable node id, hashed onto the ring: 1 to 128 ASCII letters, digits, '.', '_' or '-'.
+    #[arg(long, env = "VOCA_NODE_ID")]
+    node_id: String,
+    /// Address gateways dial, as host:port [default: the listen address].
+    #[arg(long, env = "VOCA_ADVERTISE")]
+    advertise: Option<String>,
+    /// Relative capacity, 1 to 100; scales this node's share of vendors.
+    #[arg(long, env = "VOCA_WEIGHT", default_value_t = 1)]
+    weight: u32,
+    /// Character store URL: file:///path for a local directory.
+    #[arg(long, env = "VOCA_CHARACTERS")]
+    characters: String,
+    /// Lease TTL of the etcd registration, in seconds.
+    #[arg(long, env = "VOCA_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.as_secs())]
+    lease_ttl: u64,
+    /// Memory budget of the character cache, in bytes.
+    #[arg(long, env = "VOCA_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
+    cache_bytes: u64,
+    /// Time allowed for in-flight calls at shutdown, in seconds.
+    #[arg(long, env = "VOCA_SHUTDOWN_DEADLINE", default_value_t = DEFAULT_SHUTDOWN_DEADLINE.as_secs())]
+    shutdown_deadline: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing();
+    let endpoints = split_endpoints(&args.etcd_endpoints);
+    anyhow::ensure!(
+        !endpoints.is_empty(),
+        "--etcd is empty; give at least one etcd endpoint"
+    );
+    anyhow::ensure!(
+        args.lease_ttl >= 2,
+        "--lease-ttl {} is too short; use 2 seconds or more",
+        args.lease_ttl
+    );
+    let store = store::open_store(&args.characters).map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"), listen = %args.listen, etcd = ?endpoints,
+        node_id = %args.node_id, characters = %store.describe(), "starting voca-pool-node"
+    );
+
+    let config = PoolNodeConfig {
+        node_id: args.node_id,
+        listen: args.listen,
+        advertise: args.advertise,
+        weight: args.weight,
+        store: Arc::from(store),
+        responder: Arc::new(OfflineResponder::new()),
+        cache_bytes: args.cache_bytes,
+        ring_params: RingParams::default(),
+        membership: MembershipConfig::Etcd {
+            endpoints,
+            prefix: args.etcd_prefix,
+            lease_ttl: Duration::from_secs(args.lease_ttl),
+        },
+        shutdown_deadline: Duration::from_secs(args.shutdown_deadline),
+    };
+    let node = tokio::select! {
+        node = voca_pool_node::start(config) => node?,
+        () = shutdown_signal() => return Ok(()),
+    };
+    shutdown_signal().await;
+    node.shutdown().await;
+    Ok(())
+}

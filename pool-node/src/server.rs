@@ -1,0 +1,223 @@
+//! Starting and stopping a pool node: bind, join the ring, serve, leave.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Server;
+use tonic_health::server::HealthReporter;
+use voca_character::Responder;
+use voca_common::membership::etcd::{self, Keys, Registration};
+use voca_common::membership::local::LocalMembership;
+use voca_common::{Member, NodeState, RingHandle, RingParams};
+use voca_proto::v1::pool_node_server::PoolNodeServer;
+
+use crate::agents::Agents;
+use crate::service::PoolNodeService;
+use crate::store::CharacterStore;
+
+/// Default lease TTL of a pool node's registration.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// Default time allowed for in-flight calls to finish at shutdown.
+pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Where membership lives.
+#[derive(Clone)]
+pub enum MembershipConfig {
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+        lease_ttl: Duration,
+    },
+    /// In-process membership, for the quickstart.
+    Local(LocalMembership),
+}
+
+/// Everything a pool node needs to start.
+pub struct PoolNodeConfig {
+    pub node_id: String,
+    pub listen: SocketAddr,
+    /// Address gateways dial; the bound listen address when `None`.
+    pub advertise: Option<String>,
+    pub weight: u32,
+    pub store: Arc<dyn CharacterStore>,
+    pub responder: Arc<dyn Responder>,
+    pub cache_bytes: u64,
+    pub ring_params: RingParams,
+    pub membership: MembershipConfig,
+    pub shutdown_deadline: Duration,
+}
+
+/// A started pool node.
+pub struct RunningPoolNode {
+    node_id: String,
+    local_addr: SocketAddr,
+    leave: Leave,
+    health: HealthReporter,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    watcher: Option<JoinHandle<()>>,
+    shutdown_deadline: Duration,
+}
+
+enum Leave {
+    Etcd(Registration),
+    Local(LocalMembership),
+}
+
+impl RunningPoolNode {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Leaves the ring, then lets in-flight calls finish within the
+    /// shutdown deadline.
+    pub async fn shutdown(self) {
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<PoolNodeServer<PoolNodeService>>()
+            .await;
+        match self.leave {
+            Leave::Etcd(registration) => {
+                if let Err(error) = registration.revoke().await {
+                    tracing::warn!(%error, "revoking the lease failed; the key expires with its TTL");
+                }
+            }
+            Leave::Local(membership) => membership.deregister(&self.node_id),
+        }
+        if let Some(watcher) = self.watcher {
+            watcher.abort();
+        }
+        let _ = self.stop.send(());
+        match tokio::time::timeout(self.shutdown_deadline, self.server).await {
+            Ok(_) => tracing::info!(node_id = %self.node_id, "pool node stopped"),
+            Err(_) => tracing::warn!(
+                node_id = %self.node_id, deadline = ?self.shutdown_deadline,
+                "shutdown deadline passed with calls still in flight"
+            ),
+        }
+    }
+}
+
+/// Binds the listener, joins the ring and starts serving.
+///
+/// Fails when etcd holds other ring parameters or another live node holds
+/// the node id. While etcd is unreachable it retries.
+pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
+    voca_common::input::check_node_id(&config.node_id)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {} failed", config.listen))?;
+    let local_addr = listener.local_addr()?;
+    let advertise = match config.advertise.clone() {
+        Some(address) => address,
+        None if local_addr.ip().is_unspecified() => anyhow::bail!(
+            "--listen {local_addr} is a wildcard address; set --advertise to the address gateways should dial"
+        ),
+        None => local_addr.to_string(),
+    };
+    let member = Member {
+        id: config.node_id.clone(),
+        address: advertise,
+        weight: config.weight,
+        state: NodeState::Serving,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    member.check().context("invalid pool node settings")?;
+
+    let (ring, etcd_client, watcher) = match &config.membership {
+        MembershipConfig::Etcd {
+            endpoints, prefix, ..
+        } => {
+            let client = etcd::connect(endpoints).await?;
+            let keys = Keys::new(prefix);
+            etcd::retry_unavailable("checking ring parameters", || {
+                etcd::ensure_ring_params(client.clone(), &keys, config.ring_params)
+            })
+            .await?;
+            let ring = RingHandle::new(config.ring_params);
+            let watcher = etcd::spawn_watcher(client.clone(), keys, ring.clone());
+            (ring, Some(client), Some(watcher))
+        }
+        MembershipConfig::Local(membership) => (membership.ring(), None, None),
+    };
+
+    let agents = Arc::new(Agents::new(config.store.clone(), config.cache_bytes));
+    let service = PoolNodeService::new(
+        config.node_id.clone(),
+        agents,
+        config.responder.clone(),
+        ring,
+    );
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let (reflection_v1, reflection_v1alpha) = voca_common::grpc::reflection_services();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(PoolNodeServer::new(service))
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+
+    let leave = match (&config.membership, etcd_client) {
+        (
+            MembershipConfig::Etcd {
+                prefix, lease_ttl, ..
+            },
+            Some(client),
+        ) => {
+            let keys = Keys::new(prefix);
+            let registration = etcd::retry_unavailable("registering in etcd", || {
+                etcd::register(client.clone(), &keys, member.clone(), *lease_ttl)
+            })
+            .await;
+            match registration {
+                Ok(registration) => Leave::Etcd(registration),
+                Err(error) => {
+                    let _ = stop.send(());
+                    return Err(error.into());
+                }
+            }
+        }
+        (MembershipConfig::Local(membership), _) => {
+            if let Err(error) = membership.register(member.clone()) {
+                let _ = stop.send(());
+                return Err(error.into());
+            }
+            Leave::Local(membership.clone())
+        }
+        (MembershipConfig::Etcd { .. }, None) => {
+            unreachable!("an etcd membership always has a client")
+        }
+    };
+    health
+        .set_serving::<PoolNodeServer<PoolNodeService>>()
+        .await;
+    tracing::info!(node_id = %member.id, listen = %local_addr, advertise = %member.address, "pool node serving");
+
+    Ok(RunningPoolNode {
+        node_id: config.node_id,
+        local_addr,
+        leave,
+        health,
+        stop,
+        server,
+        watcher,
+        shutdown_deadline: config.shutdown_deadline,
+    })
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests of the mesh: real etcd, real gateway and pool node
+//! processes, and real clients (grpcurl, a Python grpcio client).
+
+mod characters;
+mod clients;
+mod errors;
+mod membership;
+mod routing;

@@ -1,0 +1,227 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use voca_proto::v1::gateway_client::GatewayClient;
+use voca_tests::mesh::{gateway_client, route, send, wait_ring_size, Mesh, PREFIX};
+
+const VENDORS: usize = 2_000;
+
+async fn owners(client: &mut GatewayClient<Channel>) -> BTreeMap<String, String> {
+    let mut owners = BTreeMap::new();
+    for i in 0..VENDORS {
+        let vendor = format!("vendor-{i}");
+        let owner = route(client, &vendor).await;
+        owners.insert(vendor, owner);
+    }
+    owners
+}
+
+/// Asserts that only vendors owned by `changed` before, or by `changed`
+/// after, moved; returns how many moved.
+fn assert_moves_involve(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+    changed: &str,
+) -> usize {
+    let mut moved = 0;
+    for (vendor, old) in before {
+        let new = &after[vendor];
+        if old != new {
+            assert!(
+                old == changed || new == changed,
+                "{vendor} moved from {old} to {new}, but only {changed} changed"
+            );
+            moved += 1;
+        }
+    }
+    moved
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn adding_node_moves_quarter_to_it() {
+    let mesh = Mesh::new().await;
+    let (gateway, _pools) = mesh.start(&["pool-a", "pool-b", "pool-c"]).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let before = owners(&mut client).await;
+
+    let _added = mesh.spawn_pool("pool-d");
+    wait_ring_size(&gateway.address(), 4).await;
+    let after = owners(&mut client).await;
+
+    let moved = assert_moves_involve(&before, &after, "pool-d");
+    assert!(
+        after.values().filter(|o| *o == "pool-d").count() == moved,
+        "every move goes to pool-d"
+    );
+    let fraction = moved as f64 / VENDORS as f64;
+    assert!(
+        (0.17..0.33).contains(&fraction),
+        "moved {fraction:.3} of vendors, ideal 0.25"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_node_moves_only_its_vendors() {
+    let mesh = Mesh::new().await;
+    let (gateway, mut pools) = mesh.start(&["pool-a", "pool-b", "pool-c", "pool-d"]).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let mut etcd = mesh.etcd.client().await;
+    let initial = owners(&mut client).await;
+
+    // A clean shutdown revokes the lease, so the key is gone when the
+    // process has exited, without waiting for the TTL.
+    let status = pools[1]
+        .process
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("pool-b exits on SIGTERM");
+    assert!(status.success(), "pool-b exit status {status}");
+    let key = format!("{PREFIX}/members/pool-b");
+    let left = etcd.get(key.as_str(), None).await.unwrap();
+    assert!(left.kvs().is_empty(), "pool-b's key is deleted at once");
+    wait_ring_size(&gateway.address(), 3).await;
+    let without_b = owners(&mut client).await;
+    let moved = assert_moves_involve(&initial, &without_b, "pool-b");
+    assert_eq!(moved, initial.values().filter(|o| *o == "pool-b").count());
+
+    // SIGKILL leaves the key until its lease expires.
+    pools[2].process.kill9();
+    let key = format!("{PREFIX}/members/pool-c");
+    assert_eq!(
+        etcd.get(key.as_str(), None).await.unwrap().kvs().len(),
+        1,
+        "pool-c's key outlives the process"
+    );
+    wait_ring_size(&gateway.address(), 2).await;
+    let without_c = owners(&mut client).await;
+    let moved = assert_moves_involve(&without_b, &without_c, "pool-c");
+    assert_eq!(moved, without_b.values().filter(|o| *o == "pool-c").count());
+
+    // The same id on a new port takes back exactly the same vendors.
+    let restarted = mesh.spawn_pool("pool-c");
+    wait_ring_size(&gateway.address(), 3).await;
+    let back = owners(&mut client).await;
+    assert_eq!(
+        back, without_b,
+        "a node restarted on the same id moves no vendor"
+    );
+    let vendor = back
+        .iter()
+        .find(|(_, o)| *o == "pool-c")
+        .map(|(v, _)| v.clone())
+        .unwrap();
+    let address = client
+        .route(voca_proto::v1::RouteRequest { vendor_id: vendor })
+        .await
+        .unwrap()
+        .into_inner()
+        .address;
+    assert_eq!(address, restarted.address(), "route names the new port");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_restart_keeps_ring() {
+    let mut mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let (gateway, _pools) = mesh.start(&["pool-a", "pool-b", "pool-c"]).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let before = owners(&mut client).await;
+
+    mesh.etcd.stop();
+    // Longer than the lease TTL and than the watcher's first retries.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        owners(&mut client).await,
+        before,
+        "routing continues on the last ring while etcd is down"
+    );
+    let reply = send(
+        &mut client,
+        "rosies-bakery",
+        "How much is a sourdough loaf?",
+    )
+    .await
+    .unwrap();
+    assert!(reply.text.contains("£4.20"), "{}", reply.text);
+
+    mesh.etcd.restart().await;
+    let _added = mesh.spawn_pool("pool-d");
+    wait_ring_size(&gateway.address(), 4).await;
+    let after = owners(&mut client).await;
+    let moved = assert_moves_involve(&before, &after, "pool-d");
+    assert!(
+        moved > 0,
+        "pool-d joined after the etcd restart and owns vendors"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_member_value_is_skipped() {
+    let mesh = Mesh::new().await;
+    let (gateway, _pools) = mesh.start(&["pool-a", "pool-b"]).await;
+    let mut etcd = mesh.etcd.client().await;
+    etcd.put(format!("{PREFIX}/members/bogus"), "not json", None)
+        .await
+        .unwrap();
+    let mismatched =
+        r#"{"id":"other","address":"127.0.0.1:1","weight":1,"state":"serving","version":"x"}"#;
+    etcd.put(format!("{PREFIX}/members/pool-x"), mismatched, None)
+        .await
+        .unwrap();
+
+    let _added = mesh.spawn_pool("pool-c");
+    wait_ring_size(&gateway.address(), 3).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let owners = owners(&mut client).await;
+    for owner in owners.values() {
+        assert!(
+            ["pool-a", "pool-b", "pool-c"].contains(&owner.as_str()),
+            "routed to {owner}"
+        );
+    }
+
+    // A gateway that lists the malformed values at start skips them too.
+    let second = mesh.start_gateway().await;
+    wait_ring_size(&second.address(), 3).await;
+    let log = second.process.log();
+    assert!(log.contains("skipping malformed membership value"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicate_node_id_refuses_to_start() {
+    let mesh = Mesh::new().await;
+    let (_gateway, _pools) = mesh.start(&["pool-a"]).await;
+    let mut second = mesh.spawn_pool("pool-a");
+    let status = second
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the second pool-a exits");
+    assert!(!status.success());
+    let log = second.process.log();
+    assert!(log.contains("\"pool-a\" is already registered"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ring_params_mismatch_refuses_start() {
+    let mesh = Mesh::new().await;
+    let mut etcd = mesh.etcd.client().await;
+    etcd.put(
+        format!("{PREFIX}/ring-params"),
+        r#"{"scheme_version":1,"points_per_node":7}"#,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut pool = mesh.spawn_pool("pool-a");
+    let status = pool
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the pool node exits");
+    assert!(!status.success());
+    let log = pool.process.log();
+    assert!(log.contains("ring parameters differ"), "{log}");
+    assert!(log.contains("7 points per node"), "{log}");
+}
