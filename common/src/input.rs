@@ -225,6 +225,28 @@ mod tests {
     }
 
     #[test]
+    fn random_input_never_panics() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..5_000 {
+            let length = rng.random_range(0..300);
+            let value: String = (0..length).map(|_| rng.random::<char>()).collect();
+            let checks = [
+                check_vendor_id(&value),
+                check_user_id(&value),
+                check_message_id(&value),
+                check_platform(&value),
+                check_text(&value),
+            ];
+            for result in checks {
+                if let Err(error) = result {
+                    assert!(error.to_string().starts_with("invalid "), "{error}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn user_and_message_ids() {
         assert!(check_user_id("whatsapp:+15550100").is_ok());
         assert!(check_user_id("").is_err());

@@ -1,5 +1,7 @@
 //! Process set-up shared by the binaries: logging and shutdown signals.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Default log filter when `RUST_LOG` is unset.
@@ -15,6 +17,7 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 

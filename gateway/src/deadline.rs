@@ -11,7 +11,11 @@ use tonic::metadata::MetadataMap;
 /// (milliseconds), `u` (microseconds) or `n` (nanoseconds). A malformed
 /// value is ignored, as the gRPC over HTTP/2 protocol allows.
 pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// Parses a `grpc-timeout` value such as `150m`.
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -1,6 +1,7 @@
 //! The public `voca.v1.Gateway` service.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tonic::{Code, Request, Response, Status};
 use voca_common::input::{self, InvalidInput};
@@ -92,10 +93,21 @@ impl Gateway for GatewayService {
         if let Some(timeout) = timeout {
             outbound.set_timeout(timeout);
         }
+        let started = Instant::now();
         let reply = PoolNodeClient::new(channel.clone())
             .process(outbound)
             .await
-            .map_err(|status| pool_status(&route, status))?
+            .map_err(|status| match timeout {
+                // The channel ends a call whose deadline passed with CANCELLED.
+                Some(limit) if status.code() == Code::Cancelled && started.elapsed() >= limit => {
+                    Status::deadline_exceeded(format!(
+                        "pool node {} did not answer within the {} ms deadline",
+                        route.member.id,
+                        limit.as_millis()
+                    ))
+                }
+                _ => pool_status(&route, status),
+            })?
             .into_inner();
         Ok(Response::new(SendMessageResponse {
             text: reply.text,

@@ -160,6 +160,13 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         ring,
     );
     let (health, health_service) = tonic_health::server::health_reporter();
+    // The node reports NOT_SERVING until it is registered on the ring.
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<PoolNodeServer<PoolNodeService>>()
+        .await;
     let (reflection_v1, reflection_v1alpha) = voca_common::grpc::reflection_services();
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -4,5 +4,6 @@
 mod characters;
 mod clients;
 mod errors;
+mod gateway;
 mod membership;
 mod routing;

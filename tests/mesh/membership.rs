@@ -4,6 +4,7 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use voca_proto::v1::gateway_client::GatewayClient;
 use voca_tests::mesh::{gateway_client, route, send, wait_ring_size, Mesh, PREFIX};
+use voca_tests::proxy::TcpProxy;
 
 const VENDORS: usize = 2_000;
 
@@ -224,4 +225,174 @@ async fn ring_params_mismatch_refuses_start() {
     let log = pool.process.log();
     assert!(log.contains("ring parameters differ"), "{log}");
     assert!(log.contains("7 points per node"), "{log}");
+
+    let port = voca_tests::free_port();
+    let args = [
+        "--listen".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "--etcd".to_owned(),
+        mesh.etcd.endpoint(),
+        "--etcd-prefix".to_owned(),
+        PREFIX.to_owned(),
+    ];
+    let binary = voca_tests::process::binary("voca-gateway");
+    let mut gateway = voca_tests::process::Process::spawn("gateway", &binary, &args, mesh.dir());
+    let status = gateway
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the gateway exits");
+    assert!(!status.success());
+    assert!(
+        gateway.log().contains("ring parameters differ"),
+        "{}",
+        gateway.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_relists_after_compaction() {
+    let mesh = Mesh::new().await;
+    let proxy = TcpProxy::start(mesh.etcd.endpoint().parse().unwrap()).await;
+    let _pools: Vec<_> = ["pool-a", "pool-b"]
+        .iter()
+        .map(|id| mesh.spawn_pool(id))
+        .collect();
+    let gateway = mesh.start_gateway_via(&proxy.address().to_string()).await;
+    wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+
+    // While the gateway cannot reach etcd, the membership changes and etcd
+    // compacts away the revisions the gateway has not seen.
+    proxy.cut();
+    let mut added = mesh.spawn_pool("pool-c");
+    let mut etcd = mesh.etcd.client().await;
+    let key = format!("{PREFIX}/members/pool-c");
+    voca_tests::wait_for("pool-c to register", Duration::from_secs(20), || {
+        let (mut etcd, key) = (etcd.clone(), key.clone());
+        async move { (!etcd.get(key, None).await.ok()?.kvs().is_empty()).then_some(()) }
+    })
+    .await;
+    // A write outside the prefix moves the revision past pool-c's, so the
+    // compaction removes the revision the gateway resumes from.
+    let put = etcd.put("/unrelated", "x", None).await.unwrap();
+    let revision = put.header().expect("put header").revision();
+    etcd.compact(revision, None).await.unwrap();
+    let during = client
+        .route(voca_proto::v1::RouteRequest {
+            vendor_id: "vendor-1".to_owned(),
+        })
+        .await
+        .expect("routing goes on while etcd is unreachable")
+        .into_inner();
+    assert_eq!(during.ring_size, 2, "the gateway keeps its last ring");
+
+    proxy.restore();
+    wait_ring_size(&gateway.address(), 3).await;
+    let log = gateway.process.log();
+    assert!(
+        log.contains("watch revision was compacted; listing again"),
+        "{log}"
+    );
+    assert!(added.process.log().contains("pool node serving"));
+    added.process.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_lease_registers_again() {
+    let mesh = Mesh::new().await;
+    let (gateway, pools) = mesh.start(&["pool-a", "pool-b"]).await;
+    let mut etcd = mesh.etcd.client().await;
+    let key = format!("{PREFIX}/members/pool-a");
+    let lease = etcd.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    etcd.lease_revoke(lease).await.unwrap();
+
+    let new_lease = voca_tests::wait_for(
+        "pool-a to register with a new lease",
+        Duration::from_secs(20),
+        || {
+            let (mut etcd, key) = (etcd.clone(), key.clone());
+            async move {
+                let response = etcd.get(key, None).await.ok()?;
+                let lease_now = response.kvs().first()?.lease();
+                (lease_now != lease).then_some(lease_now)
+            }
+        },
+    )
+    .await;
+    assert_ne!(new_lease, 0);
+    wait_ring_size(&gateway.address(), 2).await;
+    assert!(
+        pools[0].process.log().contains("registered in etcd again"),
+        "{}",
+        pools[0].process.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_stops_on_sigterm() {
+    let mesh = Mesh::new().await;
+    let (mut gateway, _pools) = mesh.start(&["pool-a"]).await;
+    let status = gateway
+        .process
+        .terminate(Duration::from_secs(10))
+        .await
+        .expect("the gateway exits");
+    assert!(status.success(), "exit status {status}");
+    let log = gateway.process.log();
+    assert!(log.contains("SIGTERM"), "{log}");
+    assert!(log.contains("gateway stopped"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn etcd_data_loss_rebuilds_membership() {
+    let mut mesh = Mesh::new().await;
+    let (gateway, pools) = mesh.start(&["pool-a", "pool-b", "pool-c"]).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let before = owners(&mut client).await;
+
+    // Enough writes that the old revision is well above the new one.
+    let mut etcd = mesh.etcd.client().await;
+    for i in 0..20 {
+        etcd.put(format!("/unrelated/{i}"), "x", None)
+            .await
+            .unwrap();
+    }
+    mesh.etcd.restart_empty().await;
+
+    // The pool nodes' leases are gone, so they register again, and the
+    // gateway notices that revisions started over and lists again.
+    let mut etcd = mesh.etcd.client().await;
+    voca_tests::wait_for(
+        "every pool node to register again",
+        Duration::from_secs(30),
+        || {
+            let mut etcd = etcd.clone();
+            async move {
+                let members = etcd
+                    .get(
+                        format!("{PREFIX}/members/"),
+                        Some(etcd_client::GetOptions::new().with_prefix()),
+                    )
+                    .await
+                    .ok()?;
+                (members.kvs().len() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+    let _added = mesh.spawn_pool("pool-d");
+    wait_ring_size(&gateway.address(), 4).await;
+    let after = owners(&mut client).await;
+    assert_moves_involve(&before, &after, "pool-d");
+    assert!(
+        etcd.get(format!("{PREFIX}/ring-params"), None)
+            .await
+            .unwrap()
+            .kvs()
+            .len()
+            == 1
+    );
+    let log = gateway.process.log();
+    assert!(log.contains("etcd lost its data; listing again"), "{log}");
+    assert!(pools[0].process.log().contains("registered in etcd again"));
 }

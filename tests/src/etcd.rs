@@ -85,6 +85,14 @@ impl EtcdServer {
         self.spawn().await;
     }
 
+    /// Starts etcd again on the same ports with an empty data directory, as
+    /// after losing its disk: every key, lease and revision is gone.
+    pub async fn restart_empty(&mut self) {
+        self.stop();
+        std::fs::remove_dir_all(self.data_dir()).expect("removing etcd data");
+        self.spawn().await;
+    }
+
     /// A client of this server.
     pub async fn client(&self) -> etcd_client::Client {
         etcd_client::Client::connect([self.endpoint()], None)

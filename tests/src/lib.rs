@@ -4,6 +4,7 @@
 pub mod etcd;
 pub mod mesh;
 pub mod process;
+pub mod proxy;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -157,12 +157,18 @@ impl Mesh {
 
     /// Starts a gateway on a new port and waits until it serves.
     pub async fn start_gateway(&self) -> Node {
+        self.start_gateway_via(&self.etcd.endpoint()).await
+    }
+
+    /// Starts a gateway that reaches etcd at `etcd_endpoint`, such as a
+    /// proxy, and waits until it serves.
+    pub async fn start_gateway_via(&self, etcd_endpoint: &str) -> Node {
         let port = free_port();
         let args = vec![
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
             "--etcd".to_owned(),
-            self.etcd.endpoint(),
+            etcd_endpoint.to_owned(),
             "--etcd-prefix".to_owned(),
             PREFIX.to_owned(),
             "--shutdown-deadline".to_owned(),

@@ -233,34 +233,50 @@ impl Registered {
 /// replaced by registering again.
 async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
     let interval = (ttl / 3).max(Duration::from_millis(200));
-    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    // Retries stay within a third of the TTL, so that a node reaches etcd
+    // again before its lease, renewed to the full TTL when etcd restarts,
+    // runs out.
+    let mut backoff = Backoff::new(RETRY_MIN, interval);
     loop {
         let (mut client, lease) = {
             let registered = shared.lock().await;
             (registered.client.clone(), registered.lease)
         };
-        let result = renew_until_failure(&mut client, lease, interval).await;
-        match result {
-            LeaseEnd::Expired => {
-                tracing::warn!(lease, "lease expired; registering again");
-                let mut registered = shared.lock().await;
-                match registered.acquire(ttl).await {
-                    Ok(()) => {
-                        backoff.reset();
-                        tracing::info!(
-                            node_id = %registered.member.id, lease = registered.lease,
-                            "registered in etcd again"
-                        );
-                        continue;
-                    }
-                    Err(error) => tracing::error!(%error, "registering again failed"),
-                }
-            }
+        let expired = match renew_until_failure(&mut client, lease, interval).await {
+            LeaseEnd::Expired => true,
             LeaseEnd::Failed(error) => {
                 tracing::warn!(%error, lease, "lease keep-alive failed; retrying");
+                lease_is_gone(&mut client, lease).await
+            }
+        };
+        if expired {
+            tracing::warn!(lease, "lease expired; registering again");
+            let mut registered = shared.lock().await;
+            match registered.acquire(ttl).await {
+                Ok(()) => {
+                    backoff.reset();
+                    tracing::info!(
+                        node_id = %registered.member.id, lease = registered.lease,
+                        "registered in etcd again"
+                    );
+                    continue;
+                }
+                Err(error) => tracing::error!(%error, "registering again failed"),
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// Returns whether etcd answers that it no longer knows `lease`, as after
+/// the lease expired or etcd lost its data. Unreachable etcd is not proof.
+async fn lease_is_gone(client: &mut Client, lease: i64) -> bool {
+    match bounded(client.lease_time_to_live(lease, None)).await {
+        Ok(response) => response.ttl() <= 0,
+        Err(MembershipError::Etcd(etcd_client::Error::GRpcStatus(status))) => {
+            status.code() == tonic::Code::NotFound
+        }
+        Err(_) => false,
     }
 }
 
@@ -375,6 +391,14 @@ async fn watch_members(mut client: Client, keys: Keys, ring: RingHandle) {
                 );
                 listed = false;
             }
+            WatchEnd::RevisionWentBack(current) => {
+                tracing::warn!(
+                    etcd_revision = current,
+                    last_applied = view.revision(),
+                    "etcd revision is below the last one applied, so etcd lost its data; listing again"
+                );
+                listed = false;
+            }
             WatchEnd::Failed(error) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, resume_revision = view.revision() + 1,
@@ -416,6 +440,9 @@ fn decode_member(prefix: &str, key: &[u8], value: &[u8]) -> Option<Member> {
 
 enum WatchEnd {
     Compacted(i64),
+    /// etcd's current revision is below the last one applied: its data was
+    /// restored or recreated, so revisions started over.
+    RevisionWentBack(i64),
     Failed(MembershipError),
 }
 
@@ -429,6 +456,7 @@ async fn follow(
     let prefix = keys.members_prefix();
     let start = i64::try_from(view.revision() + 1).unwrap_or(i64::MAX);
     let options = WatchOptions::new().with_prefix().with_start_revision(start);
+    tracing::debug!(start_revision = start, "watching members");
     let mut stream = match bounded(client.watch(prefix.clone(), Some(options))).await {
         Ok(stream) => stream,
         Err(error) => return WatchEnd::Failed(error),
@@ -443,6 +471,10 @@ async fn follow(
             }
             Err(error) => return WatchEnd::Failed(error.into()),
         };
+        let current = response.header().map_or(0, |h| h.revision());
+        if response.created() && u64::try_from(current).unwrap_or(0) < view.revision() {
+            return WatchEnd::RevisionWentBack(current);
+        }
         if response.canceled() {
             if response.compact_revision() > 0 {
                 return WatchEnd::Compacted(response.compact_revision());
