@@ -119,6 +119,17 @@ impl Composer<'_> {
         reply
     }
 
+    /// Presents the lines of a document chunk that answer the question, with
+    /// the character's opener and closer but without the chunk's heading.
+    pub fn excerpt(&self, text: &str) -> String {
+        let excerpt = Passage {
+            source: Source::Knowledge,
+            text: text.to_owned(),
+            search_text: String::new(),
+        };
+        self.passage(&excerpt)
+    }
+
     fn lead_in(&self, source: &Source) -> String {
         let voice = self.voice;
         let name = &voice.name;

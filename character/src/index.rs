@@ -44,6 +44,11 @@ pub(crate) struct Hit {
     pub coverage: f32,
 }
 
+/// Returns the distinct search terms of a query.
+pub(crate) fn query_terms(query: &str) -> HashSet<String> {
+    tokenize(query).into_iter().collect()
+}
+
 /// BM25 index built with the `bm25` crate's embedder and scorer.
 pub(crate) struct PassageIndex {
     passages: Vec<Passage>,
@@ -93,7 +98,7 @@ impl PassageIndex {
     /// Returns up to `limit` passages sharing a term with `query`, best first. Equal scores are
     /// ordered by passage order, because the scorer's own order for ties depends on hashing.
     pub fn search(&self, query: &str, limit: usize) -> Vec<Hit> {
-        let query_terms: HashSet<String> = tokenize(query).into_iter().collect();
+        let query_terms = query_terms(query);
         if query_terms.is_empty() {
             return Vec::new();
         }
@@ -117,7 +122,7 @@ impl PassageIndex {
     /// passage contains is weighted like a term found in one passage, because it is content the
     /// index may not cover. An unknown Han or kana bigram gets half that weight, because
     /// bigrams that span two words are frequent and carry little meaning.
-    fn coverage(&self, query_terms: &HashSet<String>, text: &str) -> f32 {
+    pub(crate) fn coverage(&self, query_terms: &HashSet<String>, text: &str) -> f32 {
         let passage_terms: HashSet<String> = tokenize(text).into_iter().collect();
         let mut total = 0.0;
         let mut covered = 0.0;

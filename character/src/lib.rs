@@ -8,6 +8,7 @@ mod agent;
 mod chunk;
 mod compose;
 mod error;
+mod focus;
 mod greeting;
 mod index;
 mod model;

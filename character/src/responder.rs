@@ -4,8 +4,9 @@ use async_trait::async_trait;
 
 use crate::agent::Agent;
 use crate::compose::{stable_hash, Composer, Language};
+use crate::focus::focus;
 use crate::greeting::is_greeting;
-use crate::index::Hit;
+use crate::index::{query_terms, Hit, Source};
 
 /// Length of the start of a message that [`OfflineResponder`] searches, in
 /// bytes; the rest of a longer message is ignored.
@@ -106,7 +107,15 @@ impl OfflineResponder {
                 text: composer.greeting(),
             });
         }
-        let reply = match best_hit(agent, text).and_then(|hit| agent.index().passage(hit.passage)) {
+        let index = agent.index();
+        let reply = match best_hit(agent, text).and_then(|hit| index.passage(hit.passage)) {
+            Some(passage) if matches!(passage.source, Source::Document { .. }) => {
+                let terms = query_terms(text);
+                match focus(&passage.text, |unit| index.coverage(&terms, unit)) {
+                    Some(focused) => composer.excerpt(&focused),
+                    None => composer.passage(passage),
+                }
+            }
             Some(passage) => composer.passage(passage),
             None => composer.unknown(),
         };
