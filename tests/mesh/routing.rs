@@ -87,3 +87,55 @@ async fn replies_come_from_route_owner() {
         assert!(!reply.message_id.is_empty(), "gateway assigns a message id");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn voca_route_and_send_commands() {
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let (gateway, _pools) = mesh.start(&["pool-a", "pool-b"]).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let owner = route(&mut client, "spoke-and-chain-bikes").await;
+    let voca = voca_tests::process::binary("voca");
+
+    let output = std::process::Command::new(&voca)
+        .args([
+            "route",
+            "spoke-and-chain-bikes",
+            "--gateway",
+            &gateway.address(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("spoke-and-chain-bikes -> {owner} at ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 pool nodes"), "{stdout}");
+
+    let output = std::process::Command::new(&voca)
+        .args([
+            "send",
+            "spoke-and-chain-bikes",
+            "How much does a puncture repair cost?",
+        ])
+        .args(["--gateway", &gateway.address()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.starts_with(&format!("Dez [{owner}]: ")), "{stdout}");
+    assert!(stdout.contains("£12 per wheel"), "{stdout}");
+
+    let output = std::process::Command::new(&voca)
+        .args(["send", "bad/vendor", "hi", "--gateway", &gateway.address()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("vendor_id"),
+        "{stderr}"
+    );
+}
