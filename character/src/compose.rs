@@ -170,13 +170,18 @@ impl Composer<'_> {
     }
 
     fn topic_offer(&self, lead: &str) -> String {
-        match self.voice.topics.as_slice() {
+        // A topic that is only a placeholder fills to nothing and is left out.
+        let topics: Vec<String> = self
+            .voice
+            .topics
+            .iter()
+            .map(|topic| self.voice.fill(topic).trim().to_owned())
+            .filter(|topic| !topic.is_empty())
+            .collect();
+        match topics.as_slice() {
             [] => String::new(),
-            [only] => format!(" {lead} {}.", self.voice.fill(only)),
-            [rest @ .., last] => {
-                let rest: Vec<String> = rest.iter().map(|topic| self.voice.fill(topic)).collect();
-                format!(" {lead} {} or {}.", rest.join(", "), self.voice.fill(last))
-            }
+            [only] => format!(" {lead} {only}."),
+            [rest @ .., last] => format!(" {lead} {} or {last}.", rest.join(", ")),
         }
     }
 }

@@ -252,3 +252,13 @@ async fn responder_trait_matches_sync_reply() {
     );
     assert_eq!(answer.text, reply(&agent, prompt.text));
 }
+
+#[test]
+fn placeholder_topic_is_left_out() {
+    let source = r#"{"name": "Lampy", "topics": ["lamps", "{{topic}}"], "bio": "Sells lamps."}"#;
+    let agent = Agent::new(parse_character(source.as_bytes()).unwrap(), Vec::new());
+    let answer = reply(&agent, "Do you repair submarines?");
+    assert!(answer.contains("lamps."), "{answer}");
+    assert!(!answer.contains(" or ."), "{answer}");
+    assert!(!answer.contains("{{"), "{answer}");
+}

@@ -29,8 +29,8 @@ pub struct SendArgs {
     #[arg(long, default_value = "cli-user")]
     user: String,
     /// Message id for idempotent retries [default: assigned by the gateway].
-    #[arg(long, default_value = "")]
-    message_id: String,
+    #[arg(long)]
+    message_id: Option<String>,
     /// Gateway address, as host:port.
     #[arg(long, env = "VOCA_GATEWAY", default_value = DEFAULT_GATEWAY)]
     gateway: String,
@@ -76,7 +76,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
         vendor_id: args.vendor_id,
         user_id: args.user,
         text: args.text,
-        message_id: args.message_id,
+        message_id: args.message_id.unwrap_or_default(),
         platform: Some("cli".to_owned()),
     });
     request.set_timeout(Duration::from_millis(args.timeout_ms));

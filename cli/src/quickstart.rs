@@ -72,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             store: store.clone(),
             responder: Arc::new(OfflineResponder::new()),
             cache_bytes: voca_pool_node::agents::DEFAULT_CACHE_BYTES,
+            cache_ttl: voca_pool_node::agents::DEFAULT_CACHE_TTL,
             ring_params: RingParams::default(),
             membership: MembershipConfig::Local(membership.clone()),
             shutdown_deadline: Duration::from_secs(2),

@@ -6,17 +6,37 @@ use tonic_reflection::server::v1alpha::{
     ServerReflectionServer as ServerReflectionAlphaServer,
 };
 
-/// Server reflection for the `voca.v1` API and `grpc.health.v1`, in the v1
-/// and v1alpha protocols, so that grpcurl and other tools can list and
-/// describe the services.
-pub fn reflection_services() -> (
+/// Fully qualified names of the services that every Voca server exposes
+/// beside its own API.
+const COMMON_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Server reflection in the v1 and v1alpha protocols, so that grpcurl and
+/// other tools can list and describe the services. It advertises `api` (the
+/// fully qualified names of the server's own services, such as
+/// `voca.v1.Gateway`), health checking and reflection itself.
+pub fn reflection_services(
+    api: &[&str],
+) -> (
     ServerReflectionServer<impl ServerReflection>,
     ServerReflectionAlphaServer<impl ServerReflectionAlpha>,
 ) {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .include_reflection_service(false)
             .register_encoded_file_descriptor_set(voca_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        for name in api.iter().chain(&COMMON_SERVICES) {
+            builder = builder.with_service_name(*name);
+        }
+        builder
     };
     let v1 = builder()
         .build_v1()

@@ -84,10 +84,11 @@ fn check_id(field: &'static str, value: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
-/// Checks a user id: 1 to 256 bytes with no control characters.
+/// Checks a user id: 1 to 256 bytes, not only spaces, with no control
+/// characters.
 pub fn check_user_id(value: &str) -> Result<(), InvalidInput> {
     const FIELD: &str = "user_id";
-    if value.is_empty() {
+    if value.trim().is_empty() {
         return Err(InvalidInput::new(
             FIELD,
             value,
@@ -108,7 +109,8 @@ pub fn check_platform(value: &str) -> Result<(), InvalidInput> {
     check_printable("platform", value, 64)
 }
 
-/// Checks a customer's message: not blank and at most 64 KiB.
+/// Checks a customer's message: not blank, at most 64 KiB, and with no
+/// control characters but line breaks and tabs.
 pub fn check_text(value: &str) -> Result<(), InvalidInput> {
     const FIELD: &str = "text";
     if value.trim().is_empty() {
@@ -116,6 +118,16 @@ pub fn check_text(value: &str) -> Result<(), InvalidInput> {
             FIELD,
             value,
             "it is empty; send the customer's message",
+        ));
+    }
+    if let Some((offset, c)) = value
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(InvalidInput::new(
+            FIELD,
+            value,
+            format!("control character {c:?} at byte {offset} is not allowed; send plain text"),
         ));
     }
     if value.len() > MAX_TEXT_BYTES {
@@ -222,6 +234,9 @@ mod tests {
         assert_eq!(error.field, "text");
         assert!(error.reason.contains("65537 bytes"), "{}", error.reason);
         assert_eq!(check_text("  \n").expect_err("blank").field, "text");
+        assert!(check_text("line one\nline two\tend\r\n").is_ok());
+        let error = check_text("a\0b").expect_err("NUL");
+        assert!(error.reason.contains("'\\0' at byte 1"), "{}", error.reason);
     }
 
     #[test]
@@ -250,6 +265,7 @@ mod tests {
     fn user_and_message_ids() {
         assert!(check_user_id("whatsapp:+15550100").is_ok());
         assert!(check_user_id("").is_err());
+        assert!(check_user_id("   ").is_err());
         assert!(check_user_id("a\nb").is_err());
         assert!(check_message_id("").is_ok());
         assert!(check_message_id(&"m".repeat(129)).is_err());

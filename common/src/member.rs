@@ -74,12 +74,36 @@ impl Member {
     }
 }
 
-/// Returns whether `address` looks like `host:port` or `[v6]:port`.
+/// Returns whether `address` is `host:port` with a DNS name or IPv4
+/// address as host, or `[v6]:port`, and a port other than 0.
 pub fn is_host_port(address: &str) -> bool {
     let Some((host, port)) = address.rsplit_once(':') else {
         return false;
     };
-    !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p != 0)
+    if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+        return false;
+    }
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return inner.parse::<std::net::Ipv6Addr>().is_ok();
+    }
+    is_dns_name(host)
+}
+
+/// Returns whether `host` is a DNS name (which includes dotted IPv4
+/// addresses): labels of 1 to 63 ASCII letters, digits and hyphens, not
+/// starting or ending with a hyphen, 253 bytes at most.
+fn is_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 #[cfg(test)]
@@ -138,5 +162,12 @@ mod tests {
         assert!(!is_host_port("127.0.0.1:0"));
         assert!(!is_host_port("http://a:1"));
         assert!(!is_host_port(":80"));
+        assert!(!is_host_port("exa mple:1"));
+        assert!(!is_host_port("::1:80"));
+        assert!(!is_host_port("[::1:1"));
+        assert!(!is_host_port("[zz]:1"));
+        assert!(!is_host_port("-host:1"));
+        assert!(!is_host_port("host..name:1"));
+        assert!(is_host_port("localhost:50051"));
     }
 }

@@ -101,7 +101,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     let local_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GatewayServer<GatewayService>>().await;
-    let (reflection_v1, reflection_v1alpha) = voca_common::grpc::reflection_services();
+    let (reflection_v1, reflection_v1alpha) =
+        voca_common::grpc::reflection_services(&["voca.v1.Gateway"]);
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(

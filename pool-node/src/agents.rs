@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use moka::future::Cache;
 use voca_character::{parse_character, Agent, CharacterError, KnowledgeDocument, KnowledgeEntry};
@@ -11,6 +12,9 @@ use crate::store::{CharacterStore, StoreError, StoredFile};
 
 /// Default memory budget of the agent cache, in bytes.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// Default time a loaded agent is served before its files are read again,
+/// so that edits to a character reach the node.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// Why a vendor's agent could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,6 +29,8 @@ pub enum LoadError {
         vendor_id: String,
         error: CharacterError,
     },
+    #[error("files of vendor {vendor_id:?} cannot be used: {message}")]
+    Unusable { vendor_id: String, message: String },
     #[error("character store failed for vendor {vendor_id:?}: {message}")]
     Store { vendor_id: String, message: String },
 }
@@ -37,10 +43,11 @@ pub struct Agents {
 
 impl Agents {
     /// Creates an empty cache that holds agents up to `budget_bytes` of
-    /// estimated heap size.
-    pub fn new(store: Arc<dyn CharacterStore>, budget_bytes: u64) -> Self {
+    /// estimated heap size, each for at most `ttl`.
+    pub fn new(store: Arc<dyn CharacterStore>, budget_bytes: u64, ttl: Duration) -> Self {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
+            .time_to_live(ttl)
             .weigher(|_vendor: &String, agent: &Arc<Agent>| {
                 u32::try_from(agent.approx_heap_bytes()).unwrap_or(u32::MAX)
             })
@@ -68,9 +75,13 @@ impl Agents {
     }
 
     async fn load(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
-        let store_error = |error: StoreError| LoadError::Store {
-            vendor_id: vendor_id.to_owned(),
-            message: error.to_string(),
+        let store_error = |error: StoreError| {
+            let (vendor_id, message) = (vendor_id.to_owned(), error.to_string());
+            if error.is_permanent() {
+                LoadError::Unusable { vendor_id, message }
+            } else {
+                LoadError::Store { vendor_id, message }
+            }
         };
         let bytes = self
             .store
@@ -80,10 +91,18 @@ impl Agents {
             .ok_or_else(|| LoadError::NotFound {
                 vendor_id: vendor_id.to_owned(),
             })?;
-        let character = parse_character(&bytes).map_err(|error| LoadError::Malformed {
-            vendor_id: vendor_id.to_owned(),
-            error,
-        })?;
+        // Parsing a large file takes milliseconds, so it runs off the async
+        // workers, like indexing below.
+        let character = tokio::task::spawn_blocking(move || parse_character(&bytes))
+            .await
+            .map_err(|e| LoadError::Store {
+                vendor_id: vendor_id.to_owned(),
+                message: format!("parsing the character failed: {e}"),
+            })?
+            .map_err(|error| LoadError::Malformed {
+                vendor_id: vendor_id.to_owned(),
+                error,
+            })?;
 
         let mut files: BTreeMap<String, StoredFile> = BTreeMap::new();
         for file in self
@@ -136,8 +155,8 @@ impl Agents {
                     Ok(None) => {
                         tracing::warn!(vendor_id, path = %path, "knowledge path does not exist; skipping it")
                     }
-                    Err(StoreError::UnsafePath(_)) => {
-                        tracing::warn!(vendor_id, path = %path, "knowledge path leaves the knowledge base; skipping it")
+                    Err(error) if error.is_permanent() => {
+                        tracing::warn!(vendor_id, path = %path, %error, "knowledge path cannot be used; skipping it")
                     }
                     Err(error) => return Err(error),
                 }
@@ -153,8 +172,8 @@ impl Agents {
                             files.entry(file.name.clone()).or_insert(file);
                         }
                     }
-                    Err(StoreError::UnsafePath(_)) => tracing::warn!(
-                        vendor_id, directory = %directory, "knowledge directory leaves the knowledge base; skipping it"
+                    Err(error) if error.is_permanent() => tracing::warn!(
+                        vendor_id, directory = %directory, %error, "knowledge directory cannot be used; skipping it"
                     ),
                     Err(error) => return Err(error),
                 }
@@ -214,7 +233,11 @@ mod tests {
             "vendors/broken/character.json",
             "{\"name\": \"B\",\n \"bio\": [1, }",
         );
-        let agents = Agents::new(Arc::new(FileStore::new(root.path())), DEFAULT_CACHE_BYTES);
+        let agents = Agents::new(
+            Arc::new(FileStore::new(root.path())),
+            DEFAULT_CACHE_BYTES,
+            DEFAULT_CACHE_TTL,
+        );
 
         let agent = agents.get("shop").await.unwrap();
         assert_eq!(agent.name(), "Shopkeeper");

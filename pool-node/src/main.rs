@@ -9,7 +9,7 @@ use voca_character::OfflineResponder;
 use voca_common::membership::etcd::DEFAULT_PREFIX;
 use voca_common::process::{init_tracing, shutdown_signal, split_endpoints};
 use voca_common::RingParams;
-use voca_pool_node::agents::DEFAULT_CACHE_BYTES;
+use voca_pool_node::agents::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_TTL};
 use voca_pool_node::server::{DEFAULT_LEASE_TTL, DEFAULT_SHUTDOWN_DEADLINE};
 use voca_pool_node::{store, MembershipConfig, PoolNodeConfig};
 
@@ -48,6 +48,9 @@ struct Args {
     /// Memory budget of the character cache, in bytes.
     #[arg(long, env = "VOCA_CACHE_BYTES", default_value_t = DEFAULT_CACHE_BYTES)]
     cache_bytes: u64,
+    /// Time a loaded character is served before its files are read again, in seconds.
+    #[arg(long, env = "VOCA_CACHE_TTL", default_value_t = DEFAULT_CACHE_TTL.as_secs())]
+    cache_ttl: u64,
     /// Time allowed for in-flight calls at shutdown, in seconds.
     #[arg(long, env = "VOCA_SHUTDOWN_DEADLINE", default_value_t = DEFAULT_SHUTDOWN_DEADLINE.as_secs())]
     shutdown_deadline: u64,
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         store: Arc::from(store),
         responder: Arc::new(OfflineResponder::new()),
         cache_bytes: args.cache_bytes,
+        cache_ttl: Duration::from_secs(args.cache_ttl),
         ring_params: RingParams::default(),
         membership: MembershipConfig::Etcd {
             endpoints,

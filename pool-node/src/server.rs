@@ -47,6 +47,8 @@ pub struct PoolNodeConfig {
     pub store: Arc<dyn CharacterStore>,
     pub responder: Arc<dyn Responder>,
     pub cache_bytes: u64,
+    /// Time a loaded character is served before it is read again.
+    pub cache_ttl: Duration,
     pub ring_params: RingParams,
     pub membership: MembershipConfig,
     pub shutdown_deadline: Duration,
@@ -152,7 +154,11 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         MembershipConfig::Local(membership) => (membership.ring(), None, None),
     };
 
-    let agents = Arc::new(Agents::new(config.store.clone(), config.cache_bytes));
+    let agents = Arc::new(Agents::new(
+        config.store.clone(),
+        config.cache_bytes,
+        config.cache_ttl,
+    ));
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
@@ -167,7 +173,8 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
     health
         .set_not_serving::<PoolNodeServer<PoolNodeService>>()
         .await;
-    let (reflection_v1, reflection_v1alpha) = voca_common::grpc::reflection_services();
+    let (reflection_v1, reflection_v1alpha) =
+        voca_common::grpc::reflection_services(&["voca.v1.PoolNode"]);
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(

@@ -10,7 +10,7 @@ use voca_proto::v1::pool_node_server::PoolNode;
 use voca_proto::v1::{OwnerRequest, OwnerResponse, ProcessRequest, ProcessResponse};
 
 use crate::agents::{Agents, LoadError};
-use crate::history::{self, Conversations};
+use crate::history::{Conversations, DEFAULT_HISTORY_BYTES};
 
 /// Answers messages for the vendors routed to this node.
 pub struct PoolNodeService {
@@ -31,7 +31,7 @@ impl PoolNodeService {
         Self {
             node_id,
             agents,
-            conversations: Conversations::default(),
+            conversations: Conversations::new(DEFAULT_HISTORY_BYTES),
             responder,
             ring,
         }
@@ -42,7 +42,9 @@ impl PoolNodeService {
 fn load_status(error: LoadError) -> Status {
     match &error {
         LoadError::NotFound { .. } => Status::not_found(error.to_string()),
-        LoadError::Malformed { .. } => Status::failed_precondition(error.to_string()),
+        LoadError::Malformed { .. } | LoadError::Unusable { .. } => {
+            Status::failed_precondition(error.to_string())
+        }
         LoadError::Store { vendor_id, .. } => {
             tracing::error!(vendor_id = %vendor_id, %error, "character store failed");
             Status::unavailable(error.to_string())
@@ -66,6 +68,9 @@ impl PoolNode for PoolNodeService {
         input::check_user_id(&request.user_id).map_err(invalid)?;
         input::check_text(&request.text).map_err(invalid)?;
         input::check_message_id(&request.message_id).map_err(invalid)?;
+        if let Some(platform) = &request.platform {
+            input::check_platform(platform).map_err(invalid)?;
+        }
 
         let agent = self
             .agents
@@ -93,7 +98,11 @@ impl PoolNode for PoolNodeService {
                     request.vendor_id
                 ))
             })?;
-        history::record(&mut turns, &request.text, &reply.text);
+        conversation.record(&mut turns, &request.text, &reply.text);
+        drop(turns);
+        self.conversations
+            .reweigh(&request.vendor_id, &request.user_id, conversation)
+            .await;
         tracing::debug!(message_id = %request.message_id, "answered");
 
         Ok(Response::new(ProcessResponse {

@@ -10,6 +10,13 @@ use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
 
+/// Maximum size of a `character.json`, in bytes.
+pub const MAX_CHARACTER_BYTES: u64 = 4 * 1024 * 1024;
+/// Maximum size of one knowledge file, in bytes.
+pub const MAX_KNOWLEDGE_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// Maximum total size of one vendor's knowledge files, in bytes.
+pub const MAX_KNOWLEDGE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// A file read from a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredFile {
@@ -18,7 +25,7 @@ pub struct StoredFile {
     pub bytes: Vec<u8>,
 }
 
-/// Errors of a character store.
+/// Errors of a character store. Paths are relative to the store's root.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("reading {path} failed: {source}")]
@@ -29,6 +36,20 @@ pub enum StoreError {
     },
     #[error("knowledge path {0:?} is not a relative path inside the knowledge base")]
     UnsafePath(String),
+    #[error("{path} is a symbolic link; the store reads only regular files and folders")]
+    SymbolicLink { path: String },
+    #[error("{path} is not a regular file")]
+    NotARegularFile { path: String },
+    #[error("{path} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { path: String, size: u64, limit: u64 },
+}
+
+impl StoreError {
+    /// Returns whether the stored data itself is unusable, as opposed to the
+    /// store being unreachable; retrying does not help with such an error.
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, StoreError::Io { .. })
+    }
 }
 
 /// Read access to vendors' characters and knowledge files. Vendor ids are
@@ -38,8 +59,8 @@ pub trait CharacterStore: Send + Sync + 'static {
     /// Returns the vendor's `character.json`, or `None` when it has none.
     async fn character(&self, vendor_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// Returns every file under the vendor's `knowledge-base/` folder, or
-    /// under its subfolder `directory` when given, sorted by name.
+    /// Returns every regular file under the vendor's `knowledge-base/`
+    /// folder, or under its subfolder `directory` when given, sorted by name.
     async fn knowledge(
         &self,
         vendor_id: &str,
@@ -58,9 +79,20 @@ pub trait CharacterStore: Send + Sync + 'static {
 }
 
 /// A store in a local directory, given as a `file://` URL.
+///
+/// Below the root it follows no symbolic link and reads only regular files,
+/// so a vendor's files cannot reach outside its folder and a FIFO or device
+/// cannot block a read.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+}
+
+/// What a path below the store root is.
+enum Entry {
+    Missing,
+    File(u64),
+    Folder,
 }
 
 impl FileStore {
@@ -68,12 +100,72 @@ impl FileStore {
         Self { root: root.into() }
     }
 
-    fn vendor_dir(&self, vendor_id: &str) -> PathBuf {
-        self.root.join("vendors").join(vendor_id)
+    fn vendor_path(vendor_id: &str) -> PathBuf {
+        Path::new("vendors").join(vendor_id)
     }
 
-    fn knowledge_dir(&self, vendor_id: &str) -> PathBuf {
-        self.vendor_dir(vendor_id).join("knowledge-base")
+    fn knowledge_path(vendor_id: &str) -> PathBuf {
+        Self::vendor_path(vendor_id).join("knowledge-base")
+    }
+
+    /// Looks up `relative` below the root without following symbolic links
+    /// on the way.
+    async fn entry(&self, relative: &Path) -> Result<Entry, StoreError> {
+        let mut current = self.root.clone();
+        let mut shown = PathBuf::new();
+        let mut entry = Entry::Folder;
+        for component in relative.components() {
+            current.push(component);
+            shown.push(component);
+            let metadata = match tokio::fs::symlink_metadata(&current).await {
+                Ok(metadata) => metadata,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Entry::Missing),
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: shown.display().to_string(),
+                        source,
+                    })
+                }
+            };
+            let kind = metadata.file_type();
+            entry = if kind.is_symlink() {
+                return Err(StoreError::SymbolicLink {
+                    path: shown.display().to_string(),
+                });
+            } else if kind.is_dir() {
+                Entry::Folder
+            } else if kind.is_file() {
+                Entry::File(metadata.len())
+            } else {
+                return Err(StoreError::NotARegularFile {
+                    path: shown.display().to_string(),
+                });
+            };
+        }
+        Ok(entry)
+    }
+
+    /// Reads a regular file of at most `limit` bytes, or returns `None`
+    /// when nothing is there.
+    async fn read_file(&self, relative: &Path, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let shown = relative.display().to_string();
+        match self.entry(relative).await? {
+            Entry::Missing => Ok(None),
+            Entry::Folder => Err(StoreError::NotARegularFile { path: shown }),
+            Entry::File(size) if size > limit => Err(StoreError::TooLarge {
+                path: shown,
+                size,
+                limit,
+            }),
+            Entry::File(_) => match tokio::fs::read(self.root.join(relative)).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(StoreError::Io {
+                    path: shown,
+                    source,
+                }),
+            },
+        }
     }
 }
 
@@ -100,25 +192,11 @@ pub fn safe_relative_path(path: &str) -> Result<PathBuf, StoreError> {
     Ok(clean)
 }
 
-async fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
-        {
-            Ok(None)
-        }
-        Err(source) => Err(StoreError::Io {
-            path: path.display().to_string(),
-            source,
-        }),
-    }
-}
-
 #[async_trait]
 impl CharacterStore for FileStore {
     async fn character(&self, vendor_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        read_optional(&self.vendor_dir(vendor_id).join("character.json")).await
+        let path = Self::vendor_path(vendor_id).join("character.json");
+        self.read_file(&path, MAX_CHARACTER_BYTES).await
     }
 
     async fn knowledge(
@@ -126,50 +204,62 @@ impl CharacterStore for FileStore {
         vendor_id: &str,
         directory: Option<&str>,
     ) -> Result<Vec<StoredFile>, StoreError> {
-        let base = self.knowledge_dir(vendor_id);
+        let base = Self::knowledge_path(vendor_id);
         let start = match directory {
             Some(directory) => base.join(safe_relative_path(directory)?),
             None => base.clone(),
         };
+        match self.entry(&start).await? {
+            Entry::Missing => return Ok(Vec::new()),
+            Entry::File(_) => {
+                return Err(StoreError::NotARegularFile {
+                    path: format!("{} (a folder was expected)", start.display()),
+                })
+            }
+            Entry::Folder => {}
+        }
         let mut files = Vec::new();
+        let mut total: u64 = 0;
         let mut pending = vec![start];
         while let Some(dir) = pending.pop() {
-            let mut entries = match tokio::fs::read_dir(&dir).await {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        path: dir.display().to_string(),
-                        source,
-                    })
-                }
+            let io_error = |source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
             };
-            while let Some(entry) = entries
-                .next_entry()
+            let mut entries = tokio::fs::read_dir(self.root.join(&dir))
                 .await
-                .map_err(|source| StoreError::Io {
-                    path: dir.display().to_string(),
-                    source,
-                })?
-            {
-                let path = entry.path();
-                // Symbolic links are not followed, so a link cannot reach
-                // files outside the vendor's folder.
+                .map_err(io_error)?;
+            while let Some(entry) = entries.next_entry().await.map_err(io_error)? {
+                let relative = dir.join(entry.file_name());
+                // `file_type` does not follow symbolic links, so links and
+                // special files are skipped here.
                 let Ok(kind) = entry.file_type().await else {
                     continue;
                 };
                 if kind.is_dir() {
-                    pending.push(path);
-                } else if kind.is_file() {
-                    if let Some(bytes) = read_optional(&path).await? {
-                        let name = path
-                            .strip_prefix(&base)
-                            .unwrap_or(&path)
-                            .to_string_lossy()
-                            .into_owned();
-                        files.push(StoredFile { name, bytes });
-                    }
+                    pending.push(relative);
+                    continue;
                 }
+                if !kind.is_file() {
+                    continue;
+                }
+                let Some(bytes) = self.read_file(&relative, MAX_KNOWLEDGE_FILE_BYTES).await? else {
+                    continue;
+                };
+                total += bytes.len() as u64;
+                if total > MAX_KNOWLEDGE_BYTES {
+                    return Err(StoreError::TooLarge {
+                        path: base.display().to_string(),
+                        size: total,
+                        limit: MAX_KNOWLEDGE_BYTES,
+                    });
+                }
+                let name = relative
+                    .strip_prefix(&base)
+                    .unwrap_or(&relative)
+                    .to_string_lossy()
+                    .into_owned();
+                files.push(StoredFile { name, bytes });
             }
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
@@ -182,17 +272,14 @@ impl CharacterStore for FileStore {
         path: &str,
     ) -> Result<Option<StoredFile>, StoreError> {
         let relative = safe_relative_path(path)?;
-        let full = self.knowledge_dir(vendor_id).join(&relative);
-        if tokio::fs::symlink_metadata(&full)
-            .await
-            .is_ok_and(|m| m.file_type().is_symlink())
-        {
-            return Ok(None);
-        }
-        Ok(read_optional(&full).await?.map(|bytes| StoredFile {
-            name: relative.to_string_lossy().into_owned(),
-            bytes,
-        }))
+        let full = Self::knowledge_path(vendor_id).join(&relative);
+        Ok(self
+            .read_file(&full, MAX_KNOWLEDGE_FILE_BYTES)
+            .await?
+            .map(|bytes| StoredFile {
+                name: relative.to_string_lossy().into_owned(),
+                bytes,
+            }))
     }
 
     fn describe(&self) -> String {
@@ -288,6 +375,80 @@ mod tests {
             .knowledge_file("v1", "../character.json")
             .await
             .is_err());
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn links_and_special_files_are_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.md"), b"vault code 4242").unwrap();
+        let kb = root.path().join("vendors/v1/knowledge-base");
+        std::fs::create_dir_all(&kb).unwrap();
+        std::fs::write(kb.join("menu.md"), b"bread").unwrap();
+        std::os::unix::fs::symlink(outside.path(), kb.join("linked")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.md"), kb.join("secret.md")).unwrap();
+        let fifo = kb.join("pipe.md");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let store = FileStore::new(root.path());
+
+        let listed = store.knowledge("v1", None).await.unwrap();
+        let names: Vec<&str> = listed.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["menu.md"], "links and the FIFO are skipped");
+        for path in ["linked/secret.md", "secret.md"] {
+            let error = store.knowledge_file("v1", path).await.unwrap_err();
+            assert!(
+                matches!(error, StoreError::SymbolicLink { .. }),
+                "{path}: {error}"
+            );
+        }
+        let error = store.knowledge("v1", Some("linked")).await.unwrap_err();
+        assert!(matches!(error, StoreError::SymbolicLink { .. }), "{error}");
+        let error = store.knowledge_file("v1", "pipe.md").await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::NotARegularFile { .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("vendors/v1/knowledge-base/pipe.md"),
+            "{error}"
+        );
+
+        // A vendor folder that is a link is not followed either.
+        std::fs::create_dir_all(outside.path().join("other")).unwrap();
+        std::fs::write(outside.path().join("other/character.json"), b"{}").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("other"), root.path().join("vendors/v2"))
+            .unwrap();
+        assert!(matches!(
+            store.character("v2").await,
+            Err(StoreError::SymbolicLink { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn oversized_and_misplaced_files_are_rejected() {
+        let root = tempfile::tempdir().unwrap();
+        let vendor = root.path().join("vendors/v1");
+        std::fs::create_dir_all(vendor.join("character.json")).unwrap();
+        let store = FileStore::new(root.path());
+        let error = store.character("v1").await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::NotARegularFile { .. }),
+            "{error}"
+        );
+        assert!(error.is_permanent());
+
+        std::fs::remove_dir(vendor.join("character.json")).unwrap();
+        let big = vec![b' '; usize::try_from(MAX_CHARACTER_BYTES).unwrap() + 1];
+        std::fs::write(vendor.join("character.json"), big).unwrap();
+        let error = store.character("v1").await.unwrap_err();
+        assert!(matches!(error, StoreError::TooLarge { .. }), "{error}");
     }
 
     #[test]

@@ -24,10 +24,10 @@ async fn grpcurl_lists_describes_and_sends() {
     let address = gateway.address();
 
     let services = grpcurl(&["-plaintext", &address, "list"]);
-    // grpcurl 1.8.6 speaks the v1alpha reflection protocol.
     for service in [
         "voca.v1.Gateway",
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
         assert!(
@@ -38,6 +38,11 @@ async fn grpcurl_lists_describes_and_sends() {
     let pool_services = grpcurl(&["-plaintext", &pools[0].address(), "list"]);
     assert!(
         pool_services.lines().any(|l| l == "voca.v1.PoolNode"),
+        "{pool_services}"
+    );
+    assert!(!services.contains("voca.v1.PoolNode"), "{services}");
+    assert!(
+        !pool_services.contains("voca.v1.Gateway"),
         "{pool_services}"
     );
 

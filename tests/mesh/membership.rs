@@ -396,3 +396,71 @@ async fn etcd_data_loss_rebuilds_membership() {
     assert!(log.contains("etcd lost its data; listing again"), "{log}");
     assert!(pools[0].process.log().contains("registered in etcd again"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_key_is_written_again() {
+    let mesh = Mesh::new().await;
+    let (gateway, _pools) = mesh.start(&["pool-a", "pool-b"]).await;
+    let mut etcd = mesh.etcd.client().await;
+    let key = format!("{PREFIX}/members/pool-a");
+    let lease = etcd.get(key.as_str(), None).await.unwrap().kvs()[0].lease();
+    etcd.delete(key.as_str(), None).await.unwrap();
+
+    let restored = voca_tests::wait_for(
+        "pool-a to write its key again",
+        Duration::from_secs(20),
+        || {
+            let (mut etcd, key) = (etcd.clone(), key.clone());
+            async move {
+                etcd.get(key, None)
+                    .await
+                    .ok()?
+                    .kvs()
+                    .first()
+                    .map(|kv| kv.lease())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        restored, lease,
+        "the key is written again under the same lease"
+    );
+    wait_ring_size(&gateway.address(), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_after_kill_waits_for_old_lease() {
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let (gateway, mut pools) = mesh.start(&["pool-a", "pool-b"]).await;
+    pools[0].process.kill9();
+
+    // The old lease still holds the id; the new process waits for it to
+    // expire instead of failing.
+    let restarted = mesh.spawn_pool("pool-a");
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    voca_tests::wait_for("pool-a to serve again", Duration::from_secs(20), || {
+        let (mut client, address) = (client.clone(), restarted.address());
+        async move {
+            let route = client
+                .route(voca_proto::v1::RouteRequest {
+                    vendor_id: "vendor-1".to_owned(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (route.ring_size == 2 && (route.pool_id != "pool-a" || route.address == address))
+                .then_some(())
+        }
+    })
+    .await;
+    let owners = owners(&mut client).await;
+    assert!(
+        owners.values().any(|o| o == "pool-a"),
+        "pool-a owns vendors again"
+    );
+    let log = restarted.process.log();
+    assert!(log.contains("waiting for its lease to expire"), "{log}");
+    assert!(log.contains("pool node serving"), "{log}");
+}

@@ -61,7 +61,9 @@ impl Keys {
 pub async fn connect(endpoints: &[String]) -> Result<Client, MembershipError> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
-        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        // etcd closes connections that ping more often than its
+        // --grpc-keepalive-min-time, 5 s by default.
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true);
     Ok(Client::connect(endpoints, Some(options)).await?)
 }
@@ -167,7 +169,28 @@ pub async fn register(
         member,
         lease: 0,
     };
-    registered.acquire(ttl).await?;
+    // A process that was killed holds the id until its lease expires, so a
+    // held id is retried for one TTL before it counts as taken by a live node.
+    let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
+    let mut warned = false;
+    loop {
+        match registered.acquire(ttl).await {
+            Ok(()) => break,
+            Err(MembershipError::IdInUse { address, .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                if !warned {
+                    tracing::warn!(
+                        node_id = %registered.member.id, holder = %address, ttl_secs = ttl.as_secs(),
+                        "node id is registered by another process; waiting for its lease to expire in case that process has stopped"
+                    );
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
     tracing::info!(
         node_id = %registered.member.id, key = %registered.key, lease = registered.lease,
         ttl_secs = ttl.as_secs(), "registered in etcd"
@@ -217,6 +240,35 @@ impl Registered {
         Ok(())
     }
 
+    /// Writes the member key again if it was deleted while the lease lives,
+    /// for example by hand with etcdctl.
+    async fn restore_key(&mut self) -> Result<(), MembershipError> {
+        let response = bounded(self.client.get(self.key.clone(), None)).await?;
+        match response.kvs().first() {
+            Some(kv) if kv.lease() == self.lease => {}
+            Some(kv) => tracing::error!(
+                node_id = %self.member.id, holder_lease = kv.lease(), lease = self.lease,
+                "membership key is held by another lease; stop the other process using this node id"
+            ),
+            None => {
+                tracing::warn!(node_id = %self.member.id, key = %self.key, "membership key was deleted; writing it again");
+                let txn = Txn::new()
+                    .when([Compare::create_revision(
+                        self.key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([TxnOp::put(
+                        self.key.clone(),
+                        self.member.encode(),
+                        Some(PutOptions::new().with_lease(self.lease)),
+                    )]);
+                bounded(self.client.txn(txn)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the member value again under the current lease.
     async fn put(&mut self) -> Result<(), MembershipError> {
         let options = PutOptions::new().with_lease(self.lease);
@@ -242,7 +294,7 @@ async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
             let registered = shared.lock().await;
             (registered.client.clone(), registered.lease)
         };
-        let expired = match renew_until_failure(&mut client, lease, interval).await {
+        let expired = match renew_until_failure(&shared, &mut client, lease, interval).await {
             LeaseEnd::Expired => true,
             LeaseEnd::Failed(error) => {
                 tracing::warn!(%error, lease, "lease keep-alive failed; retrying");
@@ -285,12 +337,27 @@ enum LeaseEnd {
     Failed(MembershipError),
 }
 
-async fn renew_until_failure(client: &mut Client, lease: i64, interval: Duration) -> LeaseEnd {
+/// Renewals between checks that the member key still exists.
+const RENEWALS_PER_KEY_CHECK: u32 = 5;
+
+async fn renew_until_failure(
+    shared: &Mutex<Registered>,
+    client: &mut Client,
+    lease: i64,
+    interval: Duration,
+) -> LeaseEnd {
     let (mut keeper, mut responses) = match bounded(client.lease_keep_alive(lease)).await {
         Ok(pair) => pair,
         Err(error) => return LeaseEnd::Failed(error),
     };
+    let mut renewals: u32 = 0;
     loop {
+        renewals = renewals.wrapping_add(1);
+        if renewals.is_multiple_of(RENEWALS_PER_KEY_CHECK) {
+            if let Err(error) = shared.lock().await.restore_key().await {
+                return LeaseEnd::Failed(error);
+            }
+        }
         if let Err(error) = keeper.keep_alive().await {
             return LeaseEnd::Failed(error.into());
         }
@@ -383,7 +450,7 @@ async fn watch_members(mut client: Client, keys: Keys, ring: RingHandle) {
                 }
             }
         }
-        match follow(&mut client, &keys, &mut view, &ring, params).await {
+        match follow(&mut client, &keys, &mut view, &ring, params, &mut backoff).await {
             WatchEnd::Compacted(compacted) => {
                 tracing::warn!(
                     compact_revision = compacted,
@@ -452,6 +519,7 @@ async fn follow(
     view: &mut MembershipView,
     ring: &RingHandle,
     params: RingParams,
+    backoff: &mut Backoff,
 ) -> WatchEnd {
     let prefix = keys.members_prefix();
     let start = i64::try_from(view.revision() + 1).unwrap_or(i64::MAX);
@@ -472,8 +540,12 @@ async fn follow(
             Err(error) => return WatchEnd::Failed(error.into()),
         };
         let current = response.header().map_or(0, |h| h.revision());
-        if response.created() && u64::try_from(current).unwrap_or(0) < view.revision() {
-            return WatchEnd::RevisionWentBack(current);
+        if response.created() {
+            if u64::try_from(current).unwrap_or(0) < view.revision() {
+                return WatchEnd::RevisionWentBack(current);
+            }
+            // etcd accepted the watch, so the next failure starts the backoff afresh.
+            backoff.reset();
         }
         if response.canceled() {
             if response.compact_revision() > 0 {
