@@ -142,12 +142,5 @@ fn best_hit(agent: &Agent, text: &str) -> Option<Hit> {
 /// Returns the longest prefix of `text` of at most `max_bytes` that ends on a
 /// character boundary.
 fn truncate_at_char(text: &str, max_bytes: usize) -> &str {
-    if text.len() <= max_bytes {
-        return text;
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(max_bytes)]
 }

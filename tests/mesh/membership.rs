@@ -433,12 +433,18 @@ async fn deleted_key_is_written_again() {
 async fn restart_after_kill_waits_for_old_lease() {
     let mesh = Mesh::new().await;
     mesh.add_example_vendors();
-    let (gateway, mut pools) = mesh.start(&["pool-a", "pool-b"]).await;
-    pools[0].process.kill9();
+    // A lease long enough to outlast the new process's start-up on a busy
+    // machine.
+    let lease_ttl = ["--lease-ttl", "6"];
+    let mut killed = mesh.spawn_pool_with("pool-a", &lease_ttl);
+    let _other = mesh.spawn_pool_with("pool-b", &lease_ttl);
+    let gateway = mesh.start_gateway().await;
+    wait_ring_size(&gateway.address(), 2).await;
+    killed.process.kill9();
 
     // The old lease still holds the id; the new process waits for it to
     // expire instead of failing.
-    let restarted = mesh.spawn_pool("pool-a");
+    let restarted = mesh.spawn_pool_with("pool-a", &lease_ttl);
     let mut client = gateway_client(&gateway.address()).await.unwrap();
     voca_tests::wait_for("pool-a to serve again", Duration::from_secs(20), || {
         let (mut client, address) = (client.clone(), restarted.address());

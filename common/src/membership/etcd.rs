@@ -207,17 +207,8 @@ impl Registered {
     async fn acquire(&mut self, ttl: Duration) -> Result<(), MembershipError> {
         let ttl_secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let lease = bounded(self.client.lease_grant(ttl_secs, None)).await?.id();
-        let txn = Txn::new()
-            .when([Compare::create_revision(
-                self.key.clone(),
-                CompareOp::Equal,
-                0,
-            )])
-            .and_then([TxnOp::put(
-                self.key.clone(),
-                self.member.encode(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
+        let txn = self
+            .put_if_absent(lease)
             .or_else([TxnOp::get(self.key.clone(), None)]);
         let response = match bounded(self.client.txn(txn)).await {
             Ok(response) => response,
@@ -240,6 +231,22 @@ impl Registered {
         Ok(())
     }
 
+    /// Builds a transaction that puts the member key with `lease` if no
+    /// key exists.
+    fn put_if_absent(&self, lease: i64) -> Txn {
+        Txn::new()
+            .when([Compare::create_revision(
+                self.key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(
+                self.key.clone(),
+                self.member.encode(),
+                Some(PutOptions::new().with_lease(lease)),
+            )])
+    }
+
     /// Writes the member key again if it was deleted while the lease lives,
     /// for example by hand with etcdctl.
     async fn restore_key(&mut self) -> Result<(), MembershipError> {
@@ -252,17 +259,7 @@ impl Registered {
             ),
             None => {
                 tracing::warn!(node_id = %self.member.id, key = %self.key, "membership key was deleted; writing it again");
-                let txn = Txn::new()
-                    .when([Compare::create_revision(
-                        self.key.clone(),
-                        CompareOp::Equal,
-                        0,
-                    )])
-                    .and_then([TxnOp::put(
-                        self.key.clone(),
-                        self.member.encode(),
-                        Some(PutOptions::new().with_lease(self.lease)),
-                    )]);
+                let txn = self.put_if_absent(self.lease);
                 bounded(self.client.txn(txn)).await?;
             }
         }
