@@ -70,6 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             advertise: None,
             weight: 1,
             store: store.clone(),
+            hot: Arc::new(voca_pool_node::hot::LocalState),
             responder: Arc::new(OfflineResponder::new()),
             cache_bytes: voca_pool_node::agents::DEFAULT_CACHE_BYTES,
             cache_ttl: voca_pool_node::agents::DEFAULT_CACHE_TTL,

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
-use voca_character::{parse_character, Agent, CharacterError, KnowledgeDocument, KnowledgeEntry};
+use voca_character::{
+    parse_character, Agent, Character, CharacterError, KnowledgeDocument, KnowledgeEntry,
+};
 
+use crate::hot::{HotState, VendorFiles};
 use crate::store::{CharacterStore, StoreError, StoredFile};
 
 /// Default memory budget of the agent cache, in bytes.
@@ -38,13 +41,23 @@ pub enum LoadError {
 /// The agents of the vendors this node has answered recently.
 pub struct Agents {
     store: Arc<dyn CharacterStore>,
+    hot: Arc<dyn HotState>,
+    /// Id of this pool node, for the shared set of active vendors.
+    pool_id: String,
     cache: Cache<String, Arc<Agent>>,
 }
 
 impl Agents {
     /// Creates an empty cache that holds agents up to `budget_bytes` of
-    /// estimated heap size, each for at most `ttl`.
-    pub fn new(store: Arc<dyn CharacterStore>, budget_bytes: u64, ttl: Duration) -> Self {
+    /// estimated heap size, each for at most `ttl`. Misses read the shared
+    /// state `hot` first, then the store.
+    pub fn new(
+        store: Arc<dyn CharacterStore>,
+        hot: Arc<dyn HotState>,
+        pool_id: &str,
+        budget_bytes: u64,
+        ttl: Duration,
+    ) -> Self {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
             .time_to_live(ttl)
@@ -52,7 +65,12 @@ impl Agents {
                 u32::try_from(agent.approx_heap_bytes()).unwrap_or(u32::MAX)
             })
             .build();
-        Self { store, cache }
+        Self {
+            store,
+            hot,
+            pool_id: pool_id.to_owned(),
+            cache,
+        }
     }
 
     /// Returns the vendor's agent, loading it on a miss. Concurrent misses
@@ -74,7 +92,40 @@ impl Agents {
         (self.cache.entry_count(), self.cache.weighted_size())
     }
 
+    /// Loads a vendor's agent: its files from the shared state, or else from
+    /// the store (and then into the shared state), parsed and indexed.
     async fn load(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
+        let (character, files) = match self.hot.vendor_files(vendor_id).await {
+            Some(files) => {
+                let source = files.character.clone().into_bytes();
+                (parse_blocking(vendor_id, source).await?, files)
+            }
+            None => {
+                let (character, files) = self.read_store(vendor_id).await?;
+                self.hot.store_vendor_files(vendor_id, &files).await;
+                (character, files)
+            }
+        };
+        self.hot.mark_active(&self.pool_id, vendor_id).await;
+        let documents: Vec<KnowledgeDocument> = files
+            .documents
+            .into_iter()
+            .map(|(name, text)| KnowledgeDocument::new(name, text))
+            .collect();
+        tracing::debug!(vendor_id, character = %character.name, documents = documents.len(), "loaded character");
+
+        let agent = tokio::task::spawn_blocking(move || Agent::new(character, documents))
+            .await
+            .map_err(|e| LoadError::Store {
+                vendor_id: vendor_id.to_owned(),
+                message: format!("indexing the character failed: {e}"),
+            })?;
+        Ok(Arc::new(agent))
+    }
+
+    /// Reads and parses a vendor's character and knowledge files from the
+    /// store.
+    async fn read_store(&self, vendor_id: &str) -> Result<(Character, VendorFiles), LoadError> {
         let store_error = |error: StoreError| {
             let (vendor_id, message) = (vendor_id.to_owned(), error.to_string());
             if error.is_permanent() {
@@ -91,18 +142,7 @@ impl Agents {
             .ok_or_else(|| LoadError::NotFound {
                 vendor_id: vendor_id.to_owned(),
             })?;
-        // Parsing a large file takes milliseconds, so it runs off the async
-        // workers, like indexing below.
-        let character = tokio::task::spawn_blocking(move || parse_character(&bytes))
-            .await
-            .map_err(|e| LoadError::Store {
-                vendor_id: vendor_id.to_owned(),
-                message: format!("parsing the character failed: {e}"),
-            })?
-            .map_err(|error| LoadError::Malformed {
-                vendor_id: vendor_id.to_owned(),
-                error,
-            })?;
+        let character = parse_blocking(vendor_id, bytes.clone()).await?;
 
         let mut files: BTreeMap<String, StoredFile> = BTreeMap::new();
         for file in self
@@ -118,19 +158,14 @@ impl Agents {
                 .await
                 .map_err(store_error)?;
         }
-        let documents: Vec<KnowledgeDocument> = files
-            .into_values()
-            .map(|file| KnowledgeDocument::new(file.name, decode_text(&file.bytes)))
-            .collect();
-        tracing::debug!(vendor_id, character = %character.name, documents = documents.len(), "loaded character");
-
-        let agent = tokio::task::spawn_blocking(move || Agent::new(character, documents))
-            .await
-            .map_err(|e| LoadError::Store {
-                vendor_id: vendor_id.to_owned(),
-                message: format!("indexing the character failed: {e}"),
-            })?;
-        Ok(Arc::new(agent))
+        let files = VendorFiles {
+            character: decode_text(&bytes),
+            documents: files
+                .into_values()
+                .map(|file| (file.name, decode_text(&file.bytes)))
+                .collect(),
+        };
+        Ok((character, files))
     }
 
     /// Adds the files a `knowledge` path or directory entry names, when they
@@ -181,6 +216,21 @@ impl Agents {
         }
         Ok(())
     }
+}
+
+/// Parses a character file off the async workers, since a large file takes
+/// milliseconds.
+async fn parse_blocking(vendor_id: &str, source: Vec<u8>) -> Result<Character, LoadError> {
+    tokio::task::spawn_blocking(move || parse_character(&source))
+        .await
+        .map_err(|e| LoadError::Store {
+            vendor_id: vendor_id.to_owned(),
+            message: format!("parsing the character failed: {e}"),
+        })?
+        .map_err(|error| LoadError::Malformed {
+            vendor_id: vendor_id.to_owned(),
+            error,
+        })
 }
 
 /// Knowledge paths are relative to the vendor's `knowledge-base/` folder;
@@ -235,6 +285,8 @@ mod tests {
         );
         let agents = Agents::new(
             Arc::new(FileStore::new(root.path())),
+            Arc::new(crate::hot::LocalState),
+            "pool-test",
             DEFAULT_CACHE_BYTES,
             DEFAULT_CACHE_TTL,
         );

@@ -3,6 +3,7 @@
 
 pub mod agents;
 pub mod history;
+pub mod hot;
 pub mod server;
 pub mod service;
 pub mod store;

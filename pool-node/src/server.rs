@@ -17,6 +17,7 @@ use voca_common::{Member, NodeState, RingHandle, RingParams};
 use voca_proto::v1::pool_node_server::PoolNodeServer;
 
 use crate::agents::Agents;
+use crate::hot::HotState;
 use crate::service::PoolNodeService;
 use crate::store::CharacterStore;
 
@@ -45,6 +46,9 @@ pub struct PoolNodeConfig {
     pub advertise: Option<String>,
     pub weight: u32,
     pub store: Arc<dyn CharacterStore>,
+    /// State shared with the other pool nodes: Redis, or
+    /// [`crate::hot::LocalState`] where there is none.
+    pub hot: Arc<dyn HotState>,
     pub responder: Arc<dyn Responder>,
     pub cache_bytes: u64,
     /// Time a loaded character is served before it is read again.
@@ -156,12 +160,15 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
 
     let agents = Arc::new(Agents::new(
         config.store.clone(),
+        config.hot.clone(),
+        &config.node_id,
         config.cache_bytes,
         config.cache_ttl,
     ));
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
+        config.hot.clone(),
         config.responder.clone(),
         ring,
     );

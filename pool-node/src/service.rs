@@ -11,11 +11,13 @@ use voca_proto::v1::{OwnerRequest, OwnerResponse, ProcessRequest, ProcessRespons
 
 use crate::agents::{Agents, LoadError};
 use crate::history::{Conversations, DEFAULT_HISTORY_BYTES};
+use crate::hot::HotState;
 
 /// Answers messages for the vendors routed to this node.
 pub struct PoolNodeService {
     node_id: String,
     agents: Arc<Agents>,
+    hot: Arc<dyn HotState>,
     conversations: Conversations,
     responder: Arc<dyn Responder>,
     ring: RingHandle,
@@ -25,12 +27,14 @@ impl PoolNodeService {
     pub fn new(
         node_id: String,
         agents: Arc<Agents>,
+        hot: Arc<dyn HotState>,
         responder: Arc<dyn Responder>,
         ring: RingHandle,
     ) -> Self {
         Self {
             node_id,
             agents,
+            hot,
             conversations: Conversations::new(DEFAULT_HISTORY_BYTES),
             responder,
             ring,
@@ -81,11 +85,18 @@ impl PoolNode for PoolNodeService {
             .conversations
             .get(&request.vendor_id, &request.user_id)
             .await;
+        // The local lock keeps one conversation's messages in order on this
+        // node; the shared history, when reachable, is the one that follows
+        // the vendor to other pool nodes.
         let mut turns = conversation.lock().await;
+        let shared = self.hot.history(&request.vendor_id, &request.user_id).await;
         let prompt = Prompt {
             user_id: &request.user_id,
             text: &request.text,
-            history: turns.make_contiguous(),
+            history: match &shared {
+                Some(history) => history,
+                None => turns.make_contiguous(),
+            },
         };
         let reply = self
             .responder
@@ -99,7 +110,16 @@ impl PoolNode for PoolNodeService {
                 ))
             })?;
         conversation.record(&mut turns, &request.text, &reply.text);
+        self.hot
+            .append_exchange(
+                &request.vendor_id,
+                &request.user_id,
+                &request.text,
+                &reply.text,
+            )
+            .await;
         drop(turns);
+        self.hot.count_message(&self.node_id).await;
         self.conversations
             .reweigh(&request.vendor_id, &request.user_id, conversation)
             .await;

@@ -7,3 +7,5 @@ mod errors;
 mod gateway;
 mod membership;
 mod routing;
+mod shared_state;
+mod storage;

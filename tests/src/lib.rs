@@ -2,9 +2,11 @@
 //! chosen per test, each test with its own data directory and key prefix.
 
 pub mod etcd;
+pub mod garage;
 pub mod mesh;
 pub mod process;
 pub mod proxy;
+pub mod redis_server;
 
 use std::future::Future;
 use std::path::PathBuf;

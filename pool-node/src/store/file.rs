@@ -1,82 +1,14 @@
-//! Where vendors' characters live.
-//!
-//! The layout is the same in every store:
-//! `vendors/{vendor_id}/character.json` and
-//! `vendors/{vendor_id}/knowledge-base/*`, where every file is knowledge for
-//! that vendor.
+//! The character store in a local directory.
 
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
-/// Maximum size of a `character.json`, in bytes.
-pub const MAX_CHARACTER_BYTES: u64 = 4 * 1024 * 1024;
-/// Maximum size of one knowledge file, in bytes.
-pub const MAX_KNOWLEDGE_FILE_BYTES: u64 = 8 * 1024 * 1024;
-/// Maximum total size of one vendor's knowledge files, in bytes.
-pub const MAX_KNOWLEDGE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// A file read from a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredFile {
-    /// Path relative to the vendor's `knowledge-base/` folder.
-    pub name: String,
-    pub bytes: Vec<u8>,
-}
-
-/// Errors of a character store. Paths are relative to the store's root.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("reading {path} failed: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("knowledge path {0:?} is not a relative path inside the knowledge base")]
-    UnsafePath(String),
-    #[error("{path} is a symbolic link; the store reads only regular files and folders")]
-    SymbolicLink { path: String },
-    #[error("{path} is not a regular file")]
-    NotARegularFile { path: String },
-    #[error("{path} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { path: String, size: u64, limit: u64 },
-}
-
-impl StoreError {
-    /// Returns whether the stored data itself is unusable, as opposed to the
-    /// store being unreachable; retrying does not help with such an error.
-    pub fn is_permanent(&self) -> bool {
-        !matches!(self, StoreError::Io { .. })
-    }
-}
-
-/// Read access to vendors' characters and knowledge files. Vendor ids are
-/// checked before they reach a store.
-#[async_trait]
-pub trait CharacterStore: Send + Sync + 'static {
-    /// Returns the vendor's `character.json`, or `None` when it has none.
-    async fn character(&self, vendor_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Returns every regular file under the vendor's `knowledge-base/`
-    /// folder, or under its subfolder `directory` when given, sorted by name.
-    async fn knowledge(
-        &self,
-        vendor_id: &str,
-        directory: Option<&str>,
-    ) -> Result<Vec<StoredFile>, StoreError>;
-
-    /// Returns one file of the vendor's knowledge base, or `None`.
-    async fn knowledge_file(
-        &self,
-        vendor_id: &str,
-        path: &str,
-    ) -> Result<Option<StoredFile>, StoreError>;
-
-    /// A description for logs, such as the URL.
-    fn describe(&self) -> String;
-}
+use super::{
+    safe_relative_path, CharacterStore, StoreError, StoredFile, MAX_CHARACTER_BYTES,
+    MAX_KNOWLEDGE_BYTES, MAX_KNOWLEDGE_FILE_BYTES,
+};
 
 /// A store in a local directory, given as a `file://` URL.
 ///
@@ -167,29 +99,6 @@ impl FileStore {
             },
         }
     }
-}
-
-/// Checks that a path from a character file stays inside the knowledge base:
-/// relative, with no `..`, and no root or drive prefix.
-pub fn safe_relative_path(path: &str) -> Result<PathBuf, StoreError> {
-    let unsafe_path = || StoreError::UnsafePath(path.to_owned());
-    if path.is_empty() || path.contains('\0') || path.contains('\\') {
-        return Err(unsafe_path());
-    }
-    let mut clean = PathBuf::new();
-    for component in Path::new(path).components() {
-        match component {
-            Component::Normal(part) => clean.push(part),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(unsafe_path())
-            }
-        }
-    }
-    if clean.as_os_str().is_empty() {
-        return Err(unsafe_path());
-    }
-    Ok(clean)
 }
 
 #[async_trait]
@@ -287,49 +196,9 @@ impl CharacterStore for FileStore {
     }
 }
 
-/// Opens the store named by a URL: `file:///path` for a local directory.
-pub fn open_store(url: &str) -> Result<Box<dyn CharacterStore>, String> {
-    let parsed = url::Url::parse(url)
-        .map_err(|e| format!("invalid --characters URL {url:?}: {e}; use file:///absolute/path"))?;
-    match parsed.scheme() {
-        "file" => {
-            let path = parsed.to_file_path().map_err(|()| {
-                format!("invalid --characters URL {url:?}: use file:///absolute/path")
-            })?;
-            Ok(Box::new(FileStore::new(path)))
-        }
-        other => Err(format!(
-            "unsupported --characters scheme {other:?} in {url:?}; use file:///absolute/path"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths_stay_inside() {
-        assert_eq!(
-            safe_relative_path("menu.md").unwrap(),
-            PathBuf::from("menu.md")
-        );
-        assert_eq!(
-            safe_relative_path("./a/b.md").unwrap(),
-            PathBuf::from("a/b.md")
-        );
-        for bad in [
-            "",
-            "../secret",
-            "a/../../b",
-            "/etc/passwd",
-            "a\\b",
-            "a\0b",
-            ".",
-        ] {
-            assert!(safe_relative_path(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[tokio::test]
     async fn file_store_reads_layout() {
@@ -449,15 +318,5 @@ mod tests {
         std::fs::write(vendor.join("character.json"), big).unwrap();
         let error = store.character("v1").await.unwrap_err();
         assert!(matches!(error, StoreError::TooLarge { .. }), "{error}");
-    }
-
-    #[test]
-    fn open_store_rejects_other_schemes() {
-        assert!(open_store("file:///tmp").is_ok());
-        assert!(open_store("s3://bucket")
-            .err()
-            .unwrap()
-            .contains("unsupported"));
-        assert!(open_store("not a url").err().unwrap().contains("invalid"));
     }
 }

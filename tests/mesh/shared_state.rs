@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use voca_tests::mesh::{gateway_client, route, send, Mesh, Node};
+use voca_tests::redis_server::RedisServer;
+
+const VENDOR: &str = "rosies-bakery";
+const QUESTION: &str = "How much is a sourdough loaf?";
+
+fn spawn_pools(mesh: &Mesh, redis_url: &str, ids: &[&str]) -> Vec<Node> {
+    ids.iter()
+        .map(|id| mesh.spawn_pool_with(id, &["--redis", redis_url]))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn history_and_characters_live_in_redis() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let owner = route(&mut client, VENDOR).await;
+
+    for _ in 0..2 {
+        let reply = send(&mut client, VENDOR, QUESTION).await.unwrap();
+        assert!(reply.text.contains("£4.20"), "{}", reply.text);
+    }
+    let mut connection = redis.connection().await;
+    let session: Vec<String> = connection
+        .lrange(format!("voca:sessions:{VENDOR}:test-user"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        session.len(),
+        4,
+        "two messages and two replies: {session:?}"
+    );
+    assert!(session[0].contains(QUESTION), "{}", session[0]);
+    assert!(session[1].contains("£4.20"), "{}", session[1]);
+
+    let cached: String = connection
+        .get(format!("voca:characters:{VENDOR}"))
+        .await
+        .unwrap();
+    assert!(cached.contains("Rosie"), "{cached}");
+    let ttl: i64 = connection
+        .ttl(format!("voca:characters:{VENDOR}"))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the cached character expires: ttl {ttl}");
+    let active: bool = connection
+        .sismember(format!("voca:active:{owner}"), VENDOR)
+        .await
+        .unwrap();
+    assert!(active, "{VENDOR} is active on {owner}");
+    let messages: u64 = connection
+        .hget(format!("voca:metrics:{owner}"), "messages")
+        .await
+        .unwrap();
+    assert_eq!(messages, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moved_vendor_keeps_conversation_and_character() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let mut pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b", "pool-c"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 3).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let first_owner = route(&mut client, VENDOR).await;
+    send(&mut client, VENDOR, QUESTION).await.unwrap();
+
+    // The vendor's files leave the store, and its pool node stops: the next
+    // owner can only get the character from Redis.
+    std::fs::remove_dir_all(mesh.vendor_dir(VENDOR)).unwrap();
+    let index = pools
+        .iter()
+        .position(|p| p.process.name().starts_with(&first_owner))
+        .unwrap();
+    let status = pools[index]
+        .process
+        .terminate(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(status.success());
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    let second_owner = route(&mut client, VENDOR).await;
+    assert_ne!(second_owner, first_owner);
+
+    let reply = send(&mut client, VENDOR, QUESTION)
+        .await
+        .expect("answered from the character in Redis");
+    assert_eq!(reply.pool_id, second_owner);
+    assert!(reply.text.contains("£4.20"), "{}", reply.text);
+    let mut connection = redis.connection().await;
+    let turns: u64 = connection
+        .llen(format!("voca:sessions:{VENDOR}:test-user"))
+        .await
+        .unwrap();
+    assert_eq!(turns, 4, "the conversation goes on across pool nodes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cold_load_after_flush() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 1).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    send(&mut client, VENDOR, QUESTION).await.unwrap();
+
+    let mut connection = redis.connection().await;
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut connection)
+        .await
+        .unwrap();
+    // A vendor the node never loaded comes from the store into Redis.
+    let reply = send(
+        &mut client,
+        "voltline-electronics",
+        "How long is the warranty on a refurbished laptop?",
+    )
+    .await
+    .unwrap();
+    assert!(reply.text.contains("12-month warranty"), "{}", reply.text);
+    let cached: bool = connection
+        .exists("voca:characters:voltline-electronics")
+        .await
+        .unwrap();
+    assert!(cached);
+    // The flushed conversation starts again.
+    send(&mut client, VENDOR, QUESTION).await.unwrap();
+    let turns: u64 = connection
+        .llen(format!("voca:sessions:{VENDOR}:test-user"))
+        .await
+        .unwrap();
+    assert_eq!(turns, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unreachable_redis_still_answers() {
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let closed = format!("redis://127.0.0.1:{}", voca_tests::free_port());
+    let pools = spawn_pools(&mesh, &closed, &["pool-a"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 1).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    for _ in 0..2 {
+        let reply =
+            tokio::time::timeout(Duration::from_secs(10), send(&mut client, VENDOR, QUESTION))
+                .await
+                .expect("answered promptly")
+                .expect("answered without Redis");
+        assert!(reply.text.contains("£4.20"), "{}", reply.text);
+    }
+    let log = pools[0].process.log();
+    assert!(log.contains("using this node's memory"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
