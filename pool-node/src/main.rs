@@ -47,7 +47,7 @@ struct Args {
     /// S3 endpoint URL, such as http://127.0.0.1:3900 [default: the AWS endpoint of --s3-region].
     #[arg(long, env = "VOCA_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
-    /// S3 region used to sign requests; it must match the server's region.
+    /// S3 region used to sign requests, which must match the server's region.
     #[arg(long, env = "VOCA_S3_REGION", default_value = store::S3_DEFAULT_REGION)]
     s3_region: String,
     /// Address the bucket in the URL path (http://host/bucket/key), as most
@@ -136,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads a credential from the environment; unset and empty both mean none.
+/// Reads a credential from the environment. An unset or empty variable means
+/// no credential.
 fn env_credential(name: &str) -> anyhow::Result<Option<String>> {
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),

@@ -331,18 +331,18 @@ async fn s3_denied_and_missing_bucket_are_clear() {
     let error = store.character("v1").await.unwrap_err();
     assert!(matches!(error, StoreError::S3Failed { .. }), "{error}");
     assert!(!error.is_permanent());
-    let shown = error.to_string();
-    assert!(shown.contains("AccessDenied"), "{shown}");
-    assert!(shown.contains("AWS_ACCESS_KEY_ID"), "{shown}");
+    let message = error.to_string();
+    assert!(message.contains("AccessDenied"), "{message}");
+    assert!(message.contains("AWS_ACCESS_KEY_ID"), "{message}");
     let error = store.knowledge("v1", None).await.unwrap_err();
     assert!(error.to_string().contains("AccessDenied"), "{error}");
 
     let store = S3Store::new("no-such-bucket", &garage.s3_config(garage.key())).unwrap();
     let error = store.knowledge("v1", None).await.unwrap_err();
     assert!(!error.is_permanent());
-    let shown = error.to_string();
-    assert!(shown.contains("bucket \"no-such-bucket\""), "{shown}");
-    assert!(shown.contains("NoSuchBucket"), "{shown}");
+    let message = error.to_string();
+    assert!(message.contains("bucket \"no-such-bucket\""), "{message}");
+    assert!(message.contains("NoSuchBucket"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -176,7 +176,7 @@ admin_token = "{admin_token}"
         &self.bucket
     }
 
-    /// The key that owns the bucket.
+    /// Returns the key that owns the bucket.
     pub fn key(&self) -> &AccessKey {
         &self.key
     }
@@ -204,7 +204,7 @@ admin_token = "{admin_token}"
             .collect()
     }
 
-    /// An S3 client of the bucket's owner key.
+    /// Builds an S3 client that signs with the bucket owner's key.
     pub fn client(&self) -> aws_sdk_s3::Client {
         let credentials =
             Credentials::new(&self.key.id, &self.key.secret, None, None, "voca-tests");
@@ -336,7 +336,7 @@ pub fn spawn_pool(
 ) -> Node {
     let port = free_port();
     // env(1) sets the pool node's credentials, so that parallel tests do not
-    // change this process's environment; the variables are removed first so
+    // change this process's environment. It removes the variables first, so
     // that none leaks in from the environment of the test run.
     let mut args: Vec<String> = [
         "-u",
@@ -353,6 +353,7 @@ pub fn spawn_pool(
         args.push(format!("AWS_ACCESS_KEY_ID={}", key.id));
         args.push(format!("AWS_SECRET_ACCESS_KEY={}", key.secret));
     }
+
     args.push(binary("voca-pool-node").display().to_string());
     args.extend(
         [
@@ -372,6 +373,7 @@ pub fn spawn_pool(
         .map(str::to_owned),
     );
     args.extend(store_flags.iter().cloned());
+
     Node {
         process: Process::spawn(
             &format!("{node_id}-{port}"),

@@ -5,6 +5,7 @@
 //! `vendors/{vendor_id}/knowledge-base/*`, where every file is knowledge for
 //! that vendor.
 
+mod encoding;
 mod file;
 mod s3;
 
@@ -67,9 +68,9 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Returns whether the stored data itself is unusable, as opposed to the
-    /// store being unreachable or refusing this node; retrying does not help
-    /// with such an error.
+    /// Returns whether the stored data itself is unusable, so that retrying
+    /// does not help. An unreachable store, or one that rejects this node's
+    /// key, is not a permanent failure.
     pub fn is_permanent(&self) -> bool {
         !matches!(
             self,

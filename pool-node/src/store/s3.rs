@@ -1,9 +1,8 @@
 //! The character store in an S3 bucket, in the same layout as the file
 //! store. An object may be stored zstd-compressed with
-//! `Content-Encoding: zstd`; it is decompressed on reading.
+//! `Content-Encoding: zstd`, and it is decompressed on reading.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,11 +11,12 @@ use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
+use super::encoding::{decode_zstd, parse_content_encoding, Encoding};
 use super::{
     safe_relative_path, CharacterStore, StoreError, StoredFile, MAX_CHARACTER_BYTES,
     MAX_KNOWLEDGE_BYTES, MAX_KNOWLEDGE_FILE_BYTES,
@@ -36,14 +36,16 @@ const CONCURRENT_GETS: usize = 8;
 /// Provider name recorded with the static credentials.
 const CREDENTIALS_PROVIDER: &str = "voca-pool-node";
 
-/// How to reach S3. The pool node fills it from its flags and the standard
-/// `AWS_*` environment variables; the library reads no environment.
+/// Settings of the S3 client. The pool node fills them from its flags and
+/// the standard `AWS_*` environment variables. The library reads no
+/// environment variables.
 #[derive(Clone)]
 pub struct S3Config {
-    /// Endpoint URL, such as `http://127.0.0.1:3900`; AWS's endpoint for
+    /// Endpoint URL, such as `http://127.0.0.1:3900`, or AWS's endpoint for
     /// the region when `None`.
     pub endpoint: Option<String>,
-    /// Signing region; it must match the server's (Garage's `s3_region`).
+    /// Signing region, which must match the server's region (Garage's
+    /// `s3_region`).
     pub region: String,
     /// Addresses the bucket in the URL path instead of the host name, as
     /// most self-hosted S3 servers need.
@@ -277,8 +279,8 @@ impl S3Store {
         }
     }
 
-    /// Maps an SDK error: no response at all means S3 is unreachable; an
-    /// error response is named by its S3 code, with a hint for the codes
+    /// Maps an SDK error. No response at all means that S3 is unreachable.
+    /// An error response is named by its S3 code, with a hint for the codes
     /// that a wrong setting causes.
     fn sdk_error<E>(&self, key: &str, error: SdkError<E, HttpResponse>) -> StoreError
     where
@@ -288,7 +290,7 @@ impl S3Store {
             error,
             SdkError::TimeoutError(_) | SdkError::DispatchFailure(_)
         ) {
-            return self.unreachable(DisplayErrorContext(&error).to_string());
+            return self.unreachable(error_chain(&error));
         }
         let status = error
             .raw_response()
@@ -296,7 +298,7 @@ impl S3Store {
         let code = error.code().unwrap_or("no error code").to_owned();
         let detail = match error.message() {
             Some(message) => format!("{code}: {message}"),
-            None => format!("{code} ({})", DisplayErrorContext(&error)),
+            None => format!("{code} ({})", error_chain(&error)),
         };
         let hint = match code.as_str() {
             "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
@@ -404,6 +406,24 @@ impl CharacterStore for S3Store {
     }
 }
 
+/// Joins the messages of an error and its sources with `: `, leaving out a
+/// source whose message the previous one already contains.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut previous = chain.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !previous.contains(&message) {
+            chain.push_str(": ");
+            chain.push_str(&message);
+        }
+        previous = message;
+        source = cause.source();
+    }
+    chain
+}
+
 fn required(value: &Option<String>, name: &'static str) -> Result<String, S3ConfigError> {
     value
         .as_deref()
@@ -470,116 +490,9 @@ fn knowledge_name(base: &str, key: &str) -> Option<String> {
         .map(|path| relative_key(&path))
 }
 
-/// How an object's bytes are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Identity,
-    Zstd,
-}
-
-/// Parses a `Content-Encoding` header. `aws-chunked` describes only the
-/// upload, and S3 is meant to drop it, but some servers keep it, so it is
-/// ignored like `identity`.
-fn parse_content_encoding(header: Option<&str>) -> Result<Encoding, String> {
-    let mut encoding = Encoding::Identity;
-    let tokens = header
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|token| !token.is_empty());
-    for token in tokens {
-        if token.eq_ignore_ascii_case("identity") || token.eq_ignore_ascii_case("aws-chunked") {
-            continue;
-        }
-        if token.eq_ignore_ascii_case("zstd") && encoding == Encoding::Identity {
-            encoding = Encoding::Zstd;
-            continue;
-        }
-        return Err(format!(
-            "Content-Encoding {:?} is not supported; store the object uncompressed or \
-             compressed once with zstd and Content-Encoding: zstd",
-            header.unwrap_or_default()
-        ));
-    }
-    Ok(encoding)
-}
-
-/// Why zstd data could not be decompressed.
-#[derive(Debug, thiserror::Error)]
-enum ZstdError {
-    #[error("it decompresses to more than {limit} bytes, the limit for this file")]
-    TooLarge { limit: u64 },
-    #[error("invalid zstd data: {0}")]
-    Invalid(#[from] std::io::Error),
-}
-
-/// Decompresses zstd data, stopping after `limit` bytes of output so that
-/// a small object cannot expand without bound.
-fn decode_zstd(compressed: &[u8], limit: u64) -> Result<Vec<u8>, ZstdError> {
-    let decoder = zstd::stream::read::Decoder::with_buffer(compressed)?;
-    let mut decoded = Vec::new();
-    decoder
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut decoded)?;
-    if decoded.len() as u64 > limit {
-        return Err(ZstdError::TooLarge { limit });
-    }
-    Ok(decoded)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn zstd_round_trip() {
-        let text = b"Sourdough loaf: \xc2\xa34.20\n".repeat(100);
-        let compressed = zstd::encode_all(&text[..], 3).unwrap();
-        assert!(compressed.len() < text.len());
-        assert_eq!(decode_zstd(&compressed, 1 << 20).unwrap(), text);
-        let exact = u64::try_from(text.len()).unwrap();
-        assert_eq!(decode_zstd(&compressed, exact).unwrap(), text);
-    }
-
-    #[test]
-    fn zstd_bomb_stops_at_limit() {
-        // 64 MiB of zeros compress to a few kilobytes.
-        let zeros = vec![0u8; 64 * 1024 * 1024];
-        let bomb = zstd::encode_all(&zeros[..], 3).unwrap();
-        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
-        let error = decode_zstd(&bomb, MAX_KNOWLEDGE_FILE_BYTES).unwrap_err();
-        assert!(matches!(error, ZstdError::TooLarge { .. }), "{error}");
-        assert!(error.to_string().contains("8388608"), "{error}");
-    }
-
-    #[test]
-    fn zstd_rejects_other_data() {
-        let error = decode_zstd(b"plain text, not zstd", 1024).unwrap_err();
-        assert!(matches!(error, ZstdError::Invalid(_)), "{error}");
-        let mut truncated = zstd::encode_all(&b"hello world"[..], 3).unwrap();
-        truncated.truncate(truncated.len() - 3);
-        assert!(decode_zstd(&truncated, 1024).is_err());
-    }
-
-    #[test]
-    fn content_encodings() {
-        assert_eq!(parse_content_encoding(None), Ok(Encoding::Identity));
-        assert_eq!(parse_content_encoding(Some("")), Ok(Encoding::Identity));
-        assert_eq!(
-            parse_content_encoding(Some("identity")),
-            Ok(Encoding::Identity)
-        );
-        assert_eq!(parse_content_encoding(Some("zstd")), Ok(Encoding::Zstd));
-        assert_eq!(parse_content_encoding(Some("ZSTD")), Ok(Encoding::Zstd));
-        assert_eq!(
-            parse_content_encoding(Some("aws-chunked, zstd")),
-            Ok(Encoding::Zstd)
-        );
-        for unsupported in ["gzip", "br", "zstd, zstd", "zstd, gzip"] {
-            let error = parse_content_encoding(Some(unsupported)).unwrap_err();
-            assert!(error.contains("not supported"), "{unsupported}: {error}");
-        }
-    }
 
     #[test]
     fn keys_follow_layout() {
@@ -609,6 +522,17 @@ mod tests {
         ] {
             assert_eq!(knowledge_name(&base, outside), None, "{outside}");
         }
+    }
+
+    #[test]
+    fn error_chain_skips_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer failed")]
+        struct Outer(#[source] std::io::Error);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert_eq!(error_chain(&Outer(refused)), "outer failed: refused");
+        let plain = std::io::Error::other("plain");
+        assert_eq!(error_chain(&plain), "plain");
     }
 
     #[test]
@@ -648,13 +572,16 @@ mod tests {
             session_token: Some("token-value".to_owned()),
             ..S3Config::default()
         };
-        let shown = format!("{config:?}");
-        assert!(shown.contains("GK31c2f218a2e44f485b94239e"), "{shown}");
+        let debug_output = format!("{config:?}");
         assert!(
-            !shown.contains("b892c0665f0ada8a4755dae98baa3b1"),
-            "{shown}"
+            debug_output.contains("GK31c2f218a2e44f485b94239e"),
+            "{debug_output}"
         );
-        assert!(!shown.contains("token-value"), "{shown}");
+        assert!(
+            !debug_output.contains("b892c0665f0ada8a4755dae98baa3b1"),
+            "{debug_output}"
+        );
+        assert!(!debug_output.contains("token-value"), "{debug_output}");
     }
 
     #[tokio::test]
@@ -684,8 +611,8 @@ mod tests {
         );
         assert!(matches!(error, StoreError::S3Unreachable { .. }), "{error}");
         assert!(!error.is_permanent());
-        let shown = error.to_string();
+        let message = error.to_string();
         let expected = format!("S3 at {endpoint}, bucket \"voca\", is unreachable");
-        assert!(shown.starts_with(&expected), "{shown}");
+        assert!(message.starts_with(&expected), "{message}");
     }
 }
