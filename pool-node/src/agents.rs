@@ -19,6 +19,12 @@ pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 /// so that edits to a character reach the node.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
+/// Time a vendor with no character is answered NOT_FOUND without reading
+/// the store again.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+/// Vendors with no character remembered at most.
+const MAX_MISSING: u64 = 100_000;
+
 /// Why a vendor's agent could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
@@ -45,6 +51,8 @@ pub struct Agents {
     /// Id of this pool node, for the shared set of active vendors.
     pool_id: String,
     cache: Cache<String, Arc<Agent>>,
+    /// Vendors recently found to have no character.
+    missing: Cache<String, ()>,
 }
 
 impl Agents {
@@ -65,26 +73,64 @@ impl Agents {
                 u32::try_from(agent.approx_heap_bytes()).unwrap_or(u32::MAX)
             })
             .build();
+        let missing = Cache::builder()
+            .max_capacity(MAX_MISSING)
+            .time_to_live(NEGATIVE_TTL)
+            .build();
         Self {
             store,
             hot,
             pool_id: pool_id.to_owned(),
             cache,
+            missing,
         }
     }
 
     /// Returns the vendor's agent, loading it on a miss. Concurrent misses
     /// for one vendor share one load.
+    /// A vendor with no character is remembered for [`NEGATIVE_TTL`], so
+    /// that repeated messages to it do not each read the store.
     pub async fn get(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
-        self.cache
+        if self.missing.contains_key(vendor_id) {
+            return Err(LoadError::NotFound {
+                vendor_id: vendor_id.to_owned(),
+            });
+        }
+        let result = self
+            .cache
             .try_get_with_by_ref(vendor_id, self.load(vendor_id))
             .await
-            .map_err(|error| (*error).clone())
+            .map_err(|error| (*error).clone());
+        if let Err(LoadError::NotFound { .. }) = &result {
+            self.missing.insert(vendor_id.to_owned(), ()).await;
+        }
+        result
     }
 
     /// Drops a vendor's agent, so the next message loads it again.
     pub async fn evict(&self, vendor_id: &str) {
         self.cache.invalidate(vendor_id).await;
+        self.missing.invalidate(vendor_id).await;
+    }
+
+    /// Returns whether the vendor's agent is cached.
+    pub fn contains(&self, vendor_id: &str) -> bool {
+        self.cache.contains_key(vendor_id)
+    }
+
+    /// Drops every cached agent whose vendor `owns` rejects, and returns how
+    /// many were dropped.
+    pub async fn evict_unowned(&self, owns: impl Fn(&str) -> bool) -> usize {
+        let unowned: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .map(|(vendor, _)| vendor)
+            .filter(|vendor| !owns(vendor))
+            .collect();
+        for vendor in &unowned {
+            self.cache.invalidate(vendor.as_str()).await;
+        }
+        unowned.len()
     }
 
     /// Number of cached agents and their estimated total size in bytes.
@@ -306,6 +352,57 @@ mod tests {
         assert!(error.to_string().contains("\"broken\""), "{error}");
         agents.cache.run_pending_tasks().await;
         assert_eq!(agents.usage().0, 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_vendor_is_remembered_briefly() {
+        let root = tempfile::tempdir().unwrap();
+        let agents = Agents::new(
+            Arc::new(FileStore::new(root.path())),
+            Arc::new(crate::hot::LocalState),
+            "pool-test",
+            DEFAULT_CACHE_BYTES,
+            DEFAULT_CACHE_TTL,
+        );
+        assert!(matches!(
+            agents.get("late").await,
+            Err(LoadError::NotFound { .. })
+        ));
+        write(
+            root.path(),
+            "vendors/late/character.json",
+            r#"{"name": "Late"}"#,
+        );
+        assert!(
+            matches!(agents.get("late").await, Err(LoadError::NotFound { .. })),
+            "within the negative TTL the store is not read again"
+        );
+        agents.evict("late").await;
+        assert_eq!(agents.get("late").await.unwrap().name(), "Late");
+    }
+
+    #[tokio::test]
+    async fn unowned_vendors_are_evicted() {
+        let root = tempfile::tempdir().unwrap();
+        for vendor in ["kept", "moved"] {
+            write(
+                root.path(),
+                &format!("vendors/{vendor}/character.json"),
+                r#"{"name": "V"}"#,
+            );
+        }
+        let agents = Agents::new(
+            Arc::new(FileStore::new(root.path())),
+            Arc::new(crate::hot::LocalState),
+            "pool-test",
+            DEFAULT_CACHE_BYTES,
+            DEFAULT_CACHE_TTL,
+        );
+        agents.get("kept").await.unwrap();
+        agents.get("moved").await.unwrap();
+        assert_eq!(agents.evict_unowned(|vendor| vendor == "kept").await, 1);
+        assert!(agents.contains("kept"));
+        assert!(!agents.contains("moved"));
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub trait HotState: Send + Sync + 'static {
 
     /// Counts one answered message of `pool_id`.
     async fn count_message(&self, pool_id: &str);
+
+    /// Returns the vendors `pool_id` has loaded recently.
+    async fn active_vendors(&self, pool_id: &str) -> Vec<String>;
 }
 
 /// No shared state: the stand-in for Redis where none is installed.
@@ -101,6 +104,10 @@ impl HotState for LocalState {
     async fn mark_active(&self, _pool_id: &str, _vendor_id: &str) {}
 
     async fn count_message(&self, _pool_id: &str) {}
+
+    async fn active_vendors(&self, _pool_id: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Shared state in Redis, over one multiplexed connection that reconnects
@@ -267,6 +274,17 @@ impl HotState for RedisState {
             .await;
         if let Err(error) = result {
             tracing::debug!(redis = %self.url, %error, "counting a message failed");
+        }
+    }
+
+    async fn active_vendors(&self, pool_id: &str) -> Vec<String> {
+        let mut connection = self.connection.clone();
+        match connection.smembers(format!("voca:active:{pool_id}")).await {
+            Ok(vendors) => vendors,
+            Err(error) => {
+                self.warn("reading a pool node's active vendors", &error);
+                Vec::new()
+            }
         }
     }
 }

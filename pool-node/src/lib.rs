@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod history;
 pub mod hot;
+pub mod rebalance;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -67,6 +67,7 @@ pub struct RunningPoolNode {
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     watcher: Option<JoinHandle<()>>,
+    rebalancer: JoinHandle<()>,
     shutdown_deadline: Duration,
 }
 
@@ -104,6 +105,7 @@ impl RunningPoolNode {
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
+        self.rebalancer.abort();
         let _ = self.stop.send(());
         match tokio::time::timeout(self.shutdown_deadline, self.server).await {
             Ok(_) => tracing::info!(node_id = %self.node_id, "pool node stopped"),
@@ -165,6 +167,12 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         config.cache_bytes,
         config.cache_ttl,
     ));
+    let rebalancer = crate::rebalance::spawn(
+        config.node_id.clone(),
+        ring.clone(),
+        agents.clone(),
+        config.hot.clone(),
+    );
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
@@ -211,6 +219,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
                 Ok(registration) => Leave::Etcd(registration),
                 Err(error) => {
                     let _ = stop.send(());
+                    rebalancer.abort();
                     return Err(error.into());
                 }
             }
@@ -218,6 +227,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         (MembershipConfig::Local(membership), _) => {
             if let Err(error) = membership.register(member.clone()) {
                 let _ = stop.send(());
+                rebalancer.abort();
                 return Err(error.into());
             }
             Leave::Local(membership.clone())
@@ -239,6 +249,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         stop,
         server,
         watcher,
+        rebalancer,
         shutdown_deadline: config.shutdown_deadline,
     })
 }

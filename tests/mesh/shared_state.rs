@@ -165,3 +165,75 @@ async fn unreachable_redis_still_answers() {
     assert!(log.contains("using this node's memory"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_owner_preloads_active_vendors() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let mut vendors = mesh.add_fixture_vendors();
+    vendors.extend(
+        [
+            "rosies-bakery",
+            "spoke-and-chain-bikes",
+            "voltline-electronics",
+            "flowright-plumbing",
+        ]
+        .map(str::to_owned),
+    );
+    let pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    for vendor in &vendors {
+        send(&mut client, vendor, "hello").await.unwrap();
+    }
+
+    let added = spawn_pools(&mesh, &redis.url(), &["pool-c"]);
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 3).await;
+    let mut moved = Vec::new();
+    for vendor in &vendors {
+        if route(&mut client, vendor).await == "pool-c" {
+            moved.push(vendor.clone());
+        }
+    }
+    assert!(!moved.is_empty(), "pool-c took over some of {vendors:?}");
+
+    // pool-c loads the vendors it took over before any message reaches it.
+    let mut connection = redis.connection().await;
+    voca_tests::wait_for(
+        "pool-c to preload its vendors",
+        Duration::from_secs(20),
+        || {
+            let mut connection = connection.clone();
+            let moved = moved.clone();
+            async move {
+                let active: Vec<String> = connection.smembers("voca:active:pool-c").await.ok()?;
+                moved.iter().all(|v| active.contains(v)).then_some(())
+            }
+        },
+    )
+    .await;
+    let active: Vec<String> = connection.smembers("voca:active:pool-c").await.unwrap();
+    assert_eq!(
+        active.len(),
+        moved.len(),
+        "only vendors pool-c owns: {active:?}"
+    );
+    // The summary line follows the last load.
+    let expected = format!("preloaded={}", moved.len());
+    let log = voca_tests::wait_for(
+        "pool-c to log its rebalance",
+        Duration::from_secs(10),
+        || {
+            let log = added[0].process.log();
+            std::future::ready(log.contains("rebalanced vendors").then_some(log))
+        },
+    )
+    .await;
+    assert!(log.contains(&expected), "{log}");
+    let evicted = pools
+        .iter()
+        .any(|p| p.process.log().contains("rebalanced vendors"));
+    assert!(evicted, "the pool nodes that lost vendors dropped them");
+}
