@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod invalidate;
 mod quickstart;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     Send(client::SendArgs),
     /// Load a gateway with messages and report throughput and latency.
     Bench(bench::Args),
+    /// Make the pool nodes load a vendor's changed files again (needs their Redis).
+    Invalidate(invalidate::Args),
 }
 
 #[tokio::main]
@@ -34,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Route(args) => client::route(args).await,
         Command::Send(args) => client::send(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Invalidate(args) => invalidate::run(args).await,
     }
 }

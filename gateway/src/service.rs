@@ -34,10 +34,28 @@ fn no_pool_nodes() -> Status {
 }
 
 /// Maps a failed call to a pool node to the status the client gets:
-/// UNAVAILABLE, whether the pool node could not be reached or could not
-/// reach its storage, names the pool node; any other status passes through.
+/// UNAVAILABLE naming the pool node when the pool node could not be reached
+/// or could not reach its storage; any other status passes through.
+///
+/// A connection that breaks under a call (the pool node was killed) fails
+/// with UNKNOWN, INTERNAL or CANCELLED from the channel itself; such a
+/// status carries the transport error as its source, which a status sent
+/// by the pool node never does.
 fn pool_status(route: &Route<'_>, status: Status) -> Status {
+    let broken_connection = matches!(
+        status.code(),
+        Code::Unknown | Code::Internal | Code::Cancelled
+    ) && std::error::Error::source(&status).is_some();
     match status.code() {
+        _ if broken_connection => {
+            tracing::warn!(pool_id = %route.member.id, address = %route.member.address, error = %status, "connection to pool node broke");
+            Status::unavailable(format!(
+                "pool node {} at {} is unreachable: {}; retry shortly",
+                route.member.id,
+                route.member.address,
+                status.message()
+            ))
+        }
         Code::Unavailable => {
             tracing::warn!(pool_id = %route.member.id, address = %route.member.address, error = %status, "pool node unavailable");
             Status::unavailable(format!(

@@ -2,8 +2,9 @@
 //! and cached under a memory budget.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use voca_character::{
@@ -25,7 +26,7 @@ pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
 /// Vendors with no character remembered at most.
 const MAX_MISSING: u64 = 100_000;
 
-/// Why a vendor's agent could not be loaded.
+/// An error loading a vendor's agent.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error(
@@ -44,19 +45,33 @@ pub enum LoadError {
     Store { vendor_id: String, message: String },
 }
 
+/// Time between checks of a cached vendor's version, which catch a change
+/// whose announcement this node missed.
+pub const VERSION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A loaded agent and the version of the vendor's files it was built from.
+struct Cached {
+    agent: Arc<Agent>,
+    version: u64,
+    /// When the version was last compared, in milliseconds since
+    /// [`Agents::started`].
+    checked_millis: AtomicU64,
+}
+
 /// The agents of the vendors this node has answered recently.
 pub struct Agents {
     store: Arc<dyn CharacterStore>,
     hot: Arc<dyn HotState>,
     /// Id of this pool node, for the shared set of active vendors.
     pool_id: String,
-    cache: Cache<String, Arc<Agent>>,
+    cache: Cache<String, Arc<Cached>>,
     /// Vendors recently found to have no character.
     missing: Cache<String, ()>,
+    started: Instant,
 }
 
 impl Agents {
-    /// Creates an empty cache that holds agents up to `budget_bytes` of
+    /// Creates an empty cache that keeps agents up to `budget_bytes` of
     /// estimated heap size, each for at most `ttl`. Misses read the shared
     /// state `hot` first, then the store.
     pub fn new(
@@ -69,8 +84,8 @@ impl Agents {
         let cache = Cache::builder()
             .max_capacity(budget_bytes)
             .time_to_live(ttl)
-            .weigher(|_vendor: &String, agent: &Arc<Agent>| {
-                u32::try_from(agent.approx_heap_bytes()).unwrap_or(u32::MAX)
+            .weigher(|_vendor: &String, cached: &Arc<Cached>| {
+                u32::try_from(cached.agent.approx_heap_bytes()).unwrap_or(u32::MAX)
             })
             .build();
         let missing = Cache::builder()
@@ -83,6 +98,7 @@ impl Agents {
             pool_id: pool_id.to_owned(),
             cache,
             missing,
+            started: Instant::now(),
         }
     }
 
@@ -96,15 +112,51 @@ impl Agents {
                 vendor_id: vendor_id.to_owned(),
             });
         }
-        let result = self
-            .cache
+        let cached = match self.cached(vendor_id).await {
+            Ok(cached) => cached,
+            Err(error) => {
+                if let LoadError::NotFound { .. } = error {
+                    self.missing.insert(vendor_id.to_owned(), ()).await;
+                }
+                return Err(error);
+            }
+        };
+        if self.is_stale(vendor_id, &cached).await {
+            tracing::debug!(
+                vendor_id,
+                version = cached.version,
+                "vendor changed; loading it again"
+            );
+            self.cache.invalidate(vendor_id).await;
+            return self
+                .cached(vendor_id)
+                .await
+                .map(|fresh| fresh.agent.clone());
+        }
+        Ok(cached.agent.clone())
+    }
+
+    async fn cached(&self, vendor_id: &str) -> Result<Arc<Cached>, LoadError> {
+        self.cache
             .try_get_with_by_ref(vendor_id, self.load(vendor_id))
             .await
-            .map_err(|error| (*error).clone());
-        if let Err(LoadError::NotFound { .. }) = &result {
-            self.missing.insert(vendor_id.to_owned(), ()).await;
+            .map_err(|error| (*error).clone())
+    }
+
+    /// Compares the cached version with the shared one, at most once per
+    /// [`VERSION_CHECK_INTERVAL`].
+    async fn is_stale(&self, vendor_id: &str, cached: &Cached) -> bool {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = cached.checked_millis.load(Ordering::Relaxed);
+        let interval = u64::try_from(VERSION_CHECK_INTERVAL.as_millis()).unwrap_or(u64::MAX);
+        if now.saturating_sub(last) < interval {
+            return false;
         }
-        result
+        cached.checked_millis.store(now, Ordering::Relaxed);
+        self.hot
+            .vendor_version(vendor_id)
+            .await
+            .is_some_and(|current| current != cached.version)
     }
 
     /// Drops a vendor's agent, so the next message loads it again.
@@ -140,18 +192,29 @@ impl Agents {
 
     /// Loads a vendor's agent: its files from the shared state, or else from
     /// the store (and then into the shared state), parsed and indexed.
-    async fn load(&self, vendor_id: &str) -> Result<Arc<Agent>, LoadError> {
-        let (character, files) = match self.hot.vendor_files(vendor_id).await {
+    async fn load(&self, vendor_id: &str) -> Result<Arc<Cached>, LoadError> {
+        // The version is read before the files, so a change between the two
+        // reads leaves an older version with newer files, which the next
+        // version check loads again, and never the other way round.
+        let version = self.hot.vendor_version(vendor_id).await.unwrap_or(0);
+        let shared = self
+            .hot
+            .vendor_files(vendor_id)
+            .await
+            .filter(|files| files.version >= version);
+        let (character, files) = match shared {
             Some(files) => {
                 let source = files.character.clone().into_bytes();
                 (parse_blocking(vendor_id, source).await?, files)
             }
             None => {
-                let (character, files) = self.read_store(vendor_id).await?;
+                let (character, mut files) = self.read_store(vendor_id).await?;
+                files.version = version;
                 self.hot.store_vendor_files(vendor_id, &files).await;
                 (character, files)
             }
         };
+        let version = files.version;
         self.hot.mark_active(&self.pool_id, vendor_id).await;
         let documents: Vec<KnowledgeDocument> = files
             .documents
@@ -166,7 +229,12 @@ impl Agents {
                 vendor_id: vendor_id.to_owned(),
                 message: format!("indexing the character failed: {e}"),
             })?;
-        Ok(Arc::new(agent))
+        let checked_millis = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(Arc::new(Cached {
+            agent: Arc::new(agent),
+            version,
+            checked_millis: AtomicU64::new(checked_millis),
+        }))
     }
 
     /// Reads and parses a vendor's character and knowledge files from the
@@ -205,6 +273,7 @@ impl Agents {
                 .map_err(store_error)?;
         }
         let files = VendorFiles {
+            version: 0,
             character: decode_text(&bytes),
             documents: files
                 .into_values()

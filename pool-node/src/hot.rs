@@ -9,18 +9,26 @@
 //! - `voca:sessions:{vendor_id}:{user_id}`: the conversation, a list of turns
 //!   as JSON, capped in length, with a TTL renewed on every message;
 //! - `voca:active:{pool_id}`: the set of vendors a pool node has loaded;
-//! - `voca:metrics:{pool_id}`: counters of a pool node.
+//! - `voca:metrics:{pool_id}`: counters of a pool node;
+//! - `voca:versions:{vendor_id}`: a counter raised on every change of the
+//!   vendor's files, which pool nodes compare with the version they loaded;
+//! - the channel `voca:invalidate`, on which each change is announced with
+//!   the vendor id, so that pool nodes drop the vendor at once.
 //!
 //! [`LocalState`] keeps nothing, so each pool node uses only its own memory;
-//! it stands in for Redis where none is installed.
+//! it replaces Redis where none is installed.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::Instrument;
 use voca_character::Turn;
+use voca_common::membership::Backoff;
 
 use crate::history::MAX_TURNS;
 
@@ -36,6 +44,9 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// A vendor's files as read from the character store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VendorFiles {
+    /// Version of the vendor's files these were read at.
+    #[serde(default)]
+    pub version: u64,
     /// The `character.json` text.
     pub character: String,
     /// Knowledge files as (name relative to `knowledge-base/`, text).
@@ -75,6 +86,14 @@ pub trait HotState: Send + Sync + 'static {
 
     /// Returns the vendors `pool_id` has loaded recently.
     async fn active_vendors(&self, pool_id: &str) -> Vec<String>;
+
+    /// Returns the current version of a vendor's files, or `None` when
+    /// versions are not tracked or cannot be read.
+    async fn vendor_version(&self, vendor_id: &str) -> Option<u64>;
+
+    /// Starts receiving the ids of vendors whose files changed, or returns
+    /// `None` when changes are not announced.
+    fn watch_changes(&self) -> Option<mpsc::Receiver<String>>;
 }
 
 /// No shared state: the stand-in for Redis where none is installed.
@@ -108,11 +127,20 @@ impl HotState for LocalState {
     async fn active_vendors(&self, _pool_id: &str) -> Vec<String> {
         Vec::new()
     }
+
+    async fn vendor_version(&self, _vendor_id: &str) -> Option<u64> {
+        None
+    }
+
+    fn watch_changes(&self) -> Option<mpsc::Receiver<String>> {
+        None
+    }
 }
 
 /// Shared state in Redis, over one multiplexed connection that reconnects
 /// by itself.
 pub struct RedisState {
+    client: redis::Client,
     connection: ConnectionManager,
     url: String,
 }
@@ -129,9 +157,27 @@ impl RedisState {
             .set_max_delay(Duration::from_secs(1));
         let connection = client.get_connection_manager_lazy(config)?;
         Ok(Self {
+            client,
             connection,
             url: redacted(url),
         })
+    }
+
+    /// Announces that a vendor's files changed: raises its version, drops
+    /// the cached copy and publishes the vendor id, in one transaction.
+    /// Returns the new version.
+    pub async fn announce_change(&self, vendor_id: &str) -> Result<u64, redis::RedisError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .incr(version_key(vendor_id), 1)
+            .del(character_key(vendor_id))
+            .ignore()
+            .publish(CHANGES_CHANNEL, vendor_id)
+            .ignore();
+        let mut connection = self.connection.clone();
+        let (version,): (u64,) = pipeline.query_async(&mut connection).await?;
+        Ok(version)
     }
 
     /// The server's URL without a password, for logs.
@@ -142,6 +188,13 @@ impl RedisState {
     fn warn(&self, operation: &str, error: &redis::RedisError) {
         tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory");
     }
+}
+
+/// Channel on which changes of vendors' files are announced.
+pub const CHANGES_CHANNEL: &str = "voca:invalidate";
+
+fn version_key(vendor_id: &str) -> String {
+    format!("voca:versions:{vendor_id}")
 }
 
 fn character_key(vendor_id: &str) -> String {
@@ -277,6 +330,27 @@ impl HotState for RedisState {
         }
     }
 
+    async fn vendor_version(&self, vendor_id: &str) -> Option<u64> {
+        let mut connection = self.connection.clone();
+        match connection
+            .get::<_, Option<u64>>(version_key(vendor_id))
+            .await
+        {
+            Ok(version) => Some(version.unwrap_or(0)),
+            Err(error) => {
+                self.warn("reading a vendor's version", &error);
+                None
+            }
+        }
+    }
+
+    fn watch_changes(&self) -> Option<mpsc::Receiver<String>> {
+        let (sender, receiver) = mpsc::channel(CHANGES_BUFFER);
+        let span = tracing::info_span!("change_listener", redis = %self.url);
+        tokio::spawn(listen_for_changes(self.client.clone(), sender).instrument(span));
+        Some(receiver)
+    }
+
     async fn active_vendors(&self, pool_id: &str) -> Vec<String> {
         let mut connection = self.connection.clone();
         match connection.smembers(format!("voca:active:{pool_id}")).await {
@@ -286,6 +360,44 @@ impl HotState for RedisState {
                 Vec::new()
             }
         }
+    }
+}
+
+/// Vendor ids received but not yet handled, at most.
+const CHANGES_BUFFER: usize = 1024;
+
+/// Forwards the vendor ids published on [`CHANGES_CHANNEL`] to `sender`,
+/// subscribing again after a lost connection, until the receiver is dropped.
+/// A notice missed meanwhile is caught by the version check.
+async fn listen_for_changes(client: redis::Client, sender: mpsc::Sender<String>) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    while !sender.is_closed() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(CHANGES_CHANNEL).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let mut pubsub = match subscribed.await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "subscribing to vendor changes failed");
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        tracing::debug!(channel = CHANGES_CHANNEL, "subscribed to vendor changes");
+        let mut messages = pubsub.on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(vendor_id) = message.get_payload::<String>() else {
+                continue;
+            };
+            if sender.send(vendor_id).await.is_err() {
+                return;
+            }
+        }
+        tracing::warn!("vendor change subscription ended; subscribing again");
     }
 }
 

@@ -67,7 +67,9 @@ pub struct RunningPoolNode {
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     watcher: Option<JoinHandle<()>>,
-    rebalancer: JoinHandle<()>,
+    /// Tasks that keep the agent cache in step with the ring and with
+    /// announced changes.
+    background: Vec<JoinHandle<()>>,
     shutdown_deadline: Duration,
 }
 
@@ -105,7 +107,9 @@ impl RunningPoolNode {
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
-        self.rebalancer.abort();
+        for task in &self.background {
+            task.abort();
+        }
         let _ = self.stop.send(());
         match tokio::time::timeout(self.shutdown_deadline, self.server).await {
             Ok(_) => tracing::info!(node_id = %self.node_id, "pool node stopped"),
@@ -167,12 +171,21 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         config.cache_bytes,
         config.cache_ttl,
     ));
-    let rebalancer = crate::rebalance::spawn(
+    let mut background = vec![crate::rebalance::spawn(
         config.node_id.clone(),
         ring.clone(),
         agents.clone(),
         config.hot.clone(),
-    );
+    )];
+    if let Some(mut changes) = config.hot.watch_changes() {
+        let agents = agents.clone();
+        background.push(tokio::spawn(async move {
+            while let Some(vendor_id) = changes.recv().await {
+                agents.evict(&vendor_id).await;
+                tracing::debug!(vendor_id, "vendor changed; dropped its agent");
+            }
+        }));
+    }
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
@@ -219,7 +232,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
                 Ok(registration) => Leave::Etcd(registration),
                 Err(error) => {
                     let _ = stop.send(());
-                    rebalancer.abort();
+                    background.iter().for_each(JoinHandle::abort);
                     return Err(error.into());
                 }
             }
@@ -227,7 +240,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         (MembershipConfig::Local(membership), _) => {
             if let Err(error) = membership.register(member.clone()) {
                 let _ = stop.send(());
-                rebalancer.abort();
+                background.iter().for_each(JoinHandle::abort);
                 return Err(error.into());
             }
             Leave::Local(membership.clone())
@@ -249,7 +262,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         stop,
         server,
         watcher,
-        rebalancer,
+        background,
         shutdown_deadline: config.shutdown_deadline,
     })
 }

@@ -237,3 +237,73 @@ async fn new_owner_preloads_active_vendors() {
         .any(|p| p.process.log().contains("rebalanced vendors"));
     assert!(evicted, "the pool nodes that lost vendors dropped them");
 }
+
+/// Replaces the character name in the store's copy of `VENDOR`.
+fn rename(mesh: &Mesh, from: &str, to: &str) {
+    let path = mesh.vendor_dir(VENDOR).join("character.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let renamed = text.replacen(
+        &format!("\"name\": \"{from}\""),
+        &format!("\"name\": \"{to}\""),
+        1,
+    );
+    assert_ne!(renamed, text, "the name {from} is in the file");
+    std::fs::write(path, renamed).unwrap();
+}
+
+async fn character_name(
+    client: &mut voca_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+) -> String {
+    send(client, VENDOR, QUESTION).await.unwrap().character_name
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn changed_character_is_served_within_a_second() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    assert_eq!(character_name(&mut client).await, "Rosie");
+
+    // An announced change reaches the owner through the channel.
+    rename(&mesh, "Rosie", "Rosalind");
+    let output = std::process::Command::new(voca_tests::process::binary("voca"))
+        .args(["invalidate", VENDOR, "--redis", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("version 1"));
+    voca_tests::wait_for("the renamed character", Duration::from_secs(1), || {
+        let mut client = client.clone();
+        async move { (character_name(&mut client).await == "Rosalind").then_some(()) }
+    })
+    .await;
+
+    // A change whose announcement was missed is caught by the version check.
+    rename(&mesh, "Rosalind", "Rosa");
+    let mut connection = redis.connection().await;
+    let _: u64 = connection
+        .incr(format!("voca:versions:{VENDOR}"), 1)
+        .await
+        .unwrap();
+    let _: u64 = connection
+        .del(format!("voca:characters:{VENDOR}"))
+        .await
+        .unwrap();
+    voca_tests::wait_for(
+        "the character renamed without a notice",
+        Duration::from_secs(5),
+        || {
+            let mut client = client.clone();
+            async move { (character_name(&mut client).await == "Rosa").then_some(()) }
+        },
+    )
+    .await;
+}
