@@ -251,6 +251,55 @@ async fn s3_store_reads_layout_from_garage() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn s3_store_writes_compressed_and_deletes() {
+    let garage = GarageServer::start().await;
+    let store = owner_store(&garage);
+    let character = br#"{"name": "Written", "bio": "Stored through the S3 store."}"#;
+    store
+        .write_vendor_file("w1", "character.json", character)
+        .await
+        .unwrap();
+    store
+        .write_vendor_file("w1", "knowledge-base/menu.md", b"Bread: 2 euros.")
+        .await
+        .unwrap();
+    store
+        .write_vendor_file("w10", "character.json", b"{}")
+        .await
+        .unwrap();
+
+    assert_eq!(store.character("w1").await.unwrap().unwrap(), character);
+    let files = store.knowledge("w1", None).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].bytes, b"Bread: 2 euros.");
+    let head = garage
+        .client()
+        .head_object()
+        .bucket(garage.bucket())
+        .key("vendors/w1/character.json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.content_encoding(), Some("zstd"));
+    assert_eq!(head.content_type(), Some("application/json"));
+
+    assert!(matches!(
+        store
+            .write_vendor_file("w1", "../w10/character.json", b"x")
+            .await,
+        Err(StoreError::UnsafePath(_))
+    ));
+    assert_eq!(store.delete_vendor("w1").await.unwrap(), 2);
+    assert!(store.character("w1").await.unwrap().is_none());
+    assert!(store.knowledge("w1", None).await.unwrap().is_empty());
+    assert!(
+        store.character("w10").await.unwrap().is_some(),
+        "w10 shares only a prefix with w1"
+    );
+    assert_eq!(store.delete_vendor("w1").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn s3_listing_follows_pages() {
     let garage = GarageServer::start().await;
     // One more than ListObjectsV2 returns in a page by default.

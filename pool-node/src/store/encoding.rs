@@ -46,6 +46,14 @@ pub(super) enum ZstdError {
     Invalid(#[from] std::io::Error),
 }
 
+/// zstd level for stored objects: fast to write, and text compresses well.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Compresses data for storing with `Content-Encoding: zstd`.
+pub(super) fn encode_zstd(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    zstd::stream::encode_all(bytes, ZSTD_LEVEL)
+}
+
 /// Decompresses zstd data, stopping after `limit` bytes of output so that
 /// a small object cannot expand without bound.
 pub(super) fn decode_zstd(compressed: &[u8], limit: u64) -> Result<Vec<u8>, ZstdError> {
@@ -64,6 +72,17 @@ pub(super) fn decode_zstd(compressed: &[u8], limit: u64) -> Result<Vec<u8>, Zstd
 mod tests {
     use super::*;
     use crate::store::MAX_KNOWLEDGE_FILE_BYTES;
+
+    #[test]
+    fn encoded_objects_decode() {
+        let text = "Sourdough loaf: £4.20. ".repeat(100);
+        let compressed = encode_zstd(text.as_bytes()).unwrap();
+        assert!(compressed.len() < text.len() / 4);
+        assert_eq!(
+            decode_zstd(&compressed, MAX_KNOWLEDGE_FILE_BYTES).unwrap(),
+            text.as_bytes()
+        );
+    }
 
     #[test]
     fn zstd_round_trip() {

@@ -191,14 +191,177 @@ impl CharacterStore for FileStore {
             }))
     }
 
+    async fn write_vendor_file(
+        &self,
+        vendor_id: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let relative = Self::vendor_path(vendor_id).join(safe_relative_path(path)?);
+        let shown = relative.display().to_string();
+        let io_error = |source| StoreError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        // Checks every existing folder on the way, so that a link cannot
+        // redirect the write outside the store.
+        match self.entry(parent).await? {
+            Entry::File(_) => {
+                return Err(StoreError::NotARegularFile {
+                    path: format!("{} (a folder was expected)", parent.display()),
+                })
+            }
+            Entry::Missing | Entry::Folder => {}
+        }
+        if let Entry::Folder = self.entry(&relative).await? {
+            return Err(StoreError::NotARegularFile { path: shown });
+        }
+        let full = self.root.join(&relative);
+        let folder = self.root.join(parent);
+        tokio::fs::create_dir_all(&folder).await.map_err(io_error)?;
+        // Written beside the target and renamed over it, so a reader sees
+        // the old file or the new one, never a part.
+        let temporary = folder.join(format!(
+            ".{}.tmp-{}",
+            full.file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            std::process::id()
+        ));
+        tokio::fs::write(&temporary, bytes)
+            .await
+            .map_err(io_error)?;
+        if let Err(source) = tokio::fs::rename(&temporary, &full).await {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(io_error(source));
+        }
+        Ok(())
+    }
+
+    async fn delete_vendor(&self, vendor_id: &str) -> Result<usize, StoreError> {
+        let relative = Self::vendor_path(vendor_id);
+        match self.entry(&relative).await? {
+            Entry::Missing => return Ok(0),
+            Entry::File(_) => {
+                return Err(StoreError::NotARegularFile {
+                    path: format!("{} (a folder was expected)", relative.display()),
+                })
+            }
+            Entry::Folder => {}
+        }
+        let full = self.root.join(&relative);
+        let count = count_files(&full).await;
+        // remove_dir_all removes links themselves, never what they point to.
+        tokio::fs::remove_dir_all(&full)
+            .await
+            .map_err(|source| StoreError::Io {
+                path: relative.display().to_string(),
+                source,
+            })?;
+        Ok(count)
+    }
+
     fn describe(&self) -> String {
         format!("file://{}", self.root.display())
     }
 }
 
+/// Counts the entries other than folders below `dir`, without following links.
+async fn count_files(dir: &Path) -> usize {
+    let mut count = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            continue;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            match entry.file_type().await {
+                Ok(kind) if kind.is_dir() => pending.push(entry.path()),
+                Ok(_) => count += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    count
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn writes_and_deletes_vendor_files() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::new(root.path());
+        store
+            .write_vendor_file("v1", "character.json", b"{}")
+            .await
+            .unwrap();
+        store
+            .write_vendor_file("v1", "knowledge-base/faq/hours.md", b"open 9-5")
+            .await
+            .unwrap();
+        store
+            .write_vendor_file("v1", "character.json", b"{\"name\": \"V\"}")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.character("v1").await.unwrap().unwrap(),
+            b"{\"name\": \"V\"}"
+        );
+        let files = store.knowledge("v1", None).await.unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].name, "faq/hours.md");
+
+        for bad in ["../v2/character.json", "/etc/passwd", ""] {
+            let error = store.write_vendor_file("v1", bad, b"x").await.unwrap_err();
+            assert!(
+                matches!(error, StoreError::UnsafePath(_)),
+                "{bad:?}: {error}"
+            );
+        }
+        let leftovers = std::fs::read_dir(root.path().join("vendors/v1"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "no temporary file stays behind");
+
+        assert_eq!(store.delete_vendor("v1").await.unwrap(), 2);
+        assert!(store.character("v1").await.unwrap().is_none());
+        assert!(!root.path().join("vendors/v1").exists());
+        assert_eq!(
+            store.delete_vendor("v1").await.unwrap(),
+            0,
+            "deleting again succeeds"
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn writes_do_not_follow_links() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("vendors")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("vendors/v1")).unwrap();
+        let store = FileStore::new(root.path());
+        let error = store
+            .write_vendor_file("v1", "character.json", b"{}")
+            .await
+            .unwrap_err();
+        assert!(matches!(error, StoreError::SymbolicLink { .. }), "{error}");
+        assert!(!outside.path().join("character.json").exists());
+        assert!(matches!(
+            store.delete_vendor("v1").await,
+            Err(StoreError::SymbolicLink { .. })
+        ));
+        assert!(outside.path().exists());
+    }
 
     #[tokio::test]
     async fn file_store_reads_layout() {

@@ -101,6 +101,19 @@ pub trait CharacterStore: Send + Sync + 'static {
         path: &str,
     ) -> Result<Option<StoredFile>, StoreError>;
 
+    /// Writes one file of a vendor at `path` relative to its folder, such as
+    /// `character.json` or `knowledge-base/menu.md`, replacing any file there.
+    async fn write_vendor_file(
+        &self,
+        vendor_id: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes every file of a vendor and returns how many were deleted.
+    /// A vendor with no files is deleted already, which is not an error.
+    async fn delete_vendor(&self, vendor_id: &str) -> Result<usize, StoreError>;
+
     /// A description for logs, such as the URL.
     fn describe(&self) -> String;
 }

@@ -16,7 +16,7 @@ use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use futures::StreamExt;
 
-use super::encoding::{decode_zstd, parse_content_encoding, Encoding};
+use super::encoding::{decode_zstd, encode_zstd, parse_content_encoding, Encoding};
 use super::{
     safe_relative_path, CharacterStore, StoreError, StoredFile, MAX_CHARACTER_BYTES,
     MAX_KNOWLEDGE_BYTES, MAX_KNOWLEDGE_FILE_BYTES,
@@ -401,6 +401,71 @@ impl CharacterStore for S3Store {
             .map(|bytes| StoredFile { name, bytes }))
     }
 
+    async fn write_vendor_file(
+        &self,
+        vendor_id: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = format!(
+            "vendors/{vendor_id}/{}",
+            relative_key(&safe_relative_path(path)?)
+        );
+        let compressed = encode_zstd(bytes).map_err(|e| StoreError::Undecodable {
+            path: key.clone(),
+            message: format!("compressing failed: {e}"),
+        })?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_encoding("zstd")
+            .content_type(content_type(&key))
+            .body(ByteStream::from(compressed))
+            .send()
+            .await
+            .map_err(|error| self.sdk_error(&key, error))?;
+        Ok(())
+    }
+
+    async fn delete_vendor(&self, vendor_id: &str) -> Result<usize, StoreError> {
+        let prefix = format!("vendors/{vendor_id}/");
+        // Folder markers (keys ending in `/`) are deleted too.
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|error| self.sdk_error(&prefix, error))?;
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        let deleted = keys.len();
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
+            .map(|key| async move {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| self.sdk_error(&key, error))
+            })
+            .buffer_unordered(CONCURRENT_GETS)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<(), StoreError>>()?;
+        Ok(deleted)
+    }
+
     fn describe(&self) -> String {
         self.description.clone()
     }
@@ -461,6 +526,16 @@ fn check_endpoint(endpoint: &str) -> Result<(), S3ConfigError> {
         return Err(invalid("the host is missing"));
     }
     Ok(())
+}
+
+/// Returns the Content-Type to store with a vendor's file.
+fn content_type(key: &str) -> &'static str {
+    match key.rsplit_once('.').map(|(_, extension)| extension) {
+        Some("json") => "application/json",
+        Some("md") => "text/markdown; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
 }
 
 fn character_key(vendor_id: &str) -> String {
