@@ -4,6 +4,7 @@
 pub mod etcd;
 pub mod garage;
 pub mod mesh;
+pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;
