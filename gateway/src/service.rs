@@ -46,27 +46,16 @@ fn pool_status(route: &Route<'_>, status: Status) -> Status {
         status.code(),
         Code::Unknown | Code::Internal | Code::Cancelled
     ) && std::error::Error::source(&status).is_some();
-    match status.code() {
-        _ if broken_connection => {
-            tracing::warn!(pool_id = %route.member.id, address = %route.member.address, error = %status, "connection to pool node broke");
-            Status::unavailable(format!(
-                "pool node {} at {} is unreachable: {}; retry shortly",
-                route.member.id,
-                route.member.address,
-                status.message()
-            ))
-        }
-        Code::Unavailable => {
-            tracing::warn!(pool_id = %route.member.id, address = %route.member.address, error = %status, "pool node unavailable");
-            Status::unavailable(format!(
-                "pool node {} at {} is unavailable: {}; retry shortly",
-                route.member.id,
-                route.member.address,
-                status.message()
-            ))
-        }
-        _ => status,
+    if !broken_connection && status.code() != Code::Unavailable {
+        return status;
     }
+    tracing::warn!(pool_id = %route.member.id, address = %route.member.address, error = %status, "pool node unavailable");
+    Status::unavailable(format!(
+        "pool node {} at {} is unavailable: {}; retry shortly",
+        route.member.id,
+        route.member.address,
+        status.message()
+    ))
 }
 
 #[tonic::async_trait]

@@ -368,6 +368,17 @@ mod tests {
     use super::*;
     use crate::store::FileStore;
 
+    /// Agents over a file store at `root`, with no shared state.
+    fn local_agents(root: &std::path::Path) -> Agents {
+        Agents::new(
+            Arc::new(FileStore::new(root)),
+            Arc::new(crate::hot::LocalState),
+            "pool-test",
+            DEFAULT_CACHE_BYTES,
+            DEFAULT_CACHE_TTL,
+        )
+    }
+
     fn write(root: &std::path::Path, path: &str, text: &str) {
         let full = root.join(path);
         std::fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -398,13 +409,7 @@ mod tests {
             "vendors/broken/character.json",
             "{\"name\": \"B\",\n \"bio\": [1, }",
         );
-        let agents = Agents::new(
-            Arc::new(FileStore::new(root.path())),
-            Arc::new(crate::hot::LocalState),
-            "pool-test",
-            DEFAULT_CACHE_BYTES,
-            DEFAULT_CACHE_TTL,
-        );
+        let agents = local_agents(root.path());
 
         let agent = agents.get("shop").await.unwrap();
         assert_eq!(agent.name(), "Shopkeeper");
@@ -426,13 +431,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_vendor_is_remembered_briefly() {
         let root = tempfile::tempdir().unwrap();
-        let agents = Agents::new(
-            Arc::new(FileStore::new(root.path())),
-            Arc::new(crate::hot::LocalState),
-            "pool-test",
-            DEFAULT_CACHE_BYTES,
-            DEFAULT_CACHE_TTL,
-        );
+        let agents = local_agents(root.path());
         assert!(matches!(
             agents.get("late").await,
             Err(LoadError::NotFound { .. })
@@ -460,13 +459,7 @@ mod tests {
                 r#"{"name": "V"}"#,
             );
         }
-        let agents = Agents::new(
-            Arc::new(FileStore::new(root.path())),
-            Arc::new(crate::hot::LocalState),
-            "pool-test",
-            DEFAULT_CACHE_BYTES,
-            DEFAULT_CACHE_TTL,
-        );
+        let agents = local_agents(root.path());
         agents.get("kept").await.unwrap();
         agents.get("moved").await.unwrap();
         assert_eq!(agents.evict_unowned(|vendor| vendor == "kept").await, 1);
