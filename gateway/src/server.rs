@@ -20,7 +20,7 @@ use crate::service::GatewayService;
 /// Default time allowed for in-flight calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Where the gateway reads membership from.
+/// The membership source a gateway builds its ring from.
 #[derive(Clone)]
 pub enum RingSource {
     Etcd {
@@ -53,7 +53,7 @@ impl RunningGateway {
         self.local_addr
     }
 
-    /// The ring this gateway routes on.
+    /// Returns the ring this gateway routes on.
     pub fn ring(&self) -> &RingHandle {
         &self.ring
     }

@@ -33,9 +33,9 @@ fn no_pool_nodes() -> Status {
     Status::unavailable("no pool nodes are registered; start at least one voca-pool-node against the same etcd prefix")
 }
 
-/// Maps a failed call to a pool node to the status the client gets:
-/// UNAVAILABLE naming the pool node when the pool node could not be reached
-/// or could not reach its storage; any other status passes through.
+/// Maps a failed call to a pool node to the status the client gets. When
+/// the pool node could not be reached or could not reach its storage, that
+/// is UNAVAILABLE naming the pool node. Any other status passes through.
 ///
 /// A connection that breaks under a call (the pool node was killed) fails
 /// with UNKNOWN, INTERNAL or CANCELLED from the channel itself; such a

@@ -81,7 +81,7 @@ pub trait HotState: Send + Sync + 'static {
     /// Records that `pool_id` loaded `vendor_id`.
     async fn mark_active(&self, pool_id: &str, vendor_id: &str);
 
-    /// Counts one answered message of `pool_id`.
+    /// Counts one message that `pool_id` replied to.
     async fn count_message(&self, pool_id: &str);
 
     /// Returns the vendors `pool_id` has loaded recently.
@@ -180,9 +180,18 @@ impl RedisState {
         Ok(version)
     }
 
-    /// The server's URL without a password, for logs.
+    /// Returns the server's URL without a password, for logs.
     pub fn describe(&self) -> &str {
         &self.url
+    }
+
+    /// Sends a pipeline whose replies are ignored, logging a failure.
+    async fn run(&self, pipeline: &redis::Pipeline, operation: &str) {
+        let mut connection = self.connection.clone();
+        let result: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
+        if let Err(error) = result {
+            self.warn(operation, &error);
+        }
     }
 
     fn warn(&self, operation: &str, error: &redis::RedisError) {
@@ -192,6 +201,11 @@ impl RedisState {
 
 /// Channel on which changes of vendors' files are announced.
 pub const CHANGES_CHANNEL: &str = "voca:invalidate";
+
+/// Returns a duration in whole seconds, as Redis's EXPIRE takes it.
+fn seconds(duration: Duration) -> i64 {
+    i64::try_from(duration.as_secs()).unwrap_or(i64::MAX)
+}
 
 fn version_key(vendor_id: &str) -> String {
     format!("voca:versions:{vendor_id}")
@@ -290,16 +304,9 @@ impl HotState for RedisState {
             .ignore()
             .ltrim(&key, -keep, -1)
             .ignore()
-            .expire(
-                &key,
-                i64::try_from(SESSION_TTL.as_secs()).unwrap_or(i64::MAX),
-            )
+            .expire(&key, seconds(SESSION_TTL))
             .ignore();
-        let mut connection = self.connection.clone();
-        let result: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
-        if let Err(error) = result {
-            self.warn("saving a conversation", &error);
-        }
+        self.run(&pipeline, "saving a conversation").await;
     }
 
     async fn mark_active(&self, pool_id: &str, vendor_id: &str) {
@@ -308,16 +315,9 @@ impl HotState for RedisState {
         pipeline
             .sadd(&key, vendor_id)
             .ignore()
-            .expire(
-                &key,
-                i64::try_from(ACTIVE_TTL.as_secs()).unwrap_or(i64::MAX),
-            )
+            .expire(&key, seconds(ACTIVE_TTL))
             .ignore();
-        let mut connection = self.connection.clone();
-        let result: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
-        if let Err(error) = result {
-            self.warn("recording an active vendor", &error);
-        }
+        self.run(&pipeline, "recording an active vendor").await;
     }
 
     async fn count_message(&self, pool_id: &str) {

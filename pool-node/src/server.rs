@@ -26,7 +26,7 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 /// Default time allowed for in-flight calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Where membership lives.
+/// The membership a pool node registers in.
 #[derive(Clone)]
 pub enum MembershipConfig {
     Etcd {

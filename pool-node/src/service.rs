@@ -13,7 +13,7 @@ use crate::agents::{Agents, LoadError};
 use crate::history::{Conversations, DEFAULT_HISTORY_BYTES};
 use crate::hot::HotState;
 
-/// Answers messages for the vendors routed to this node.
+/// Replies to messages for the vendors routed to this node.
 pub struct PoolNodeService {
     node_id: String,
     agents: Arc<Agents>,
@@ -86,7 +86,7 @@ impl PoolNode for PoolNodeService {
             .get(&request.vendor_id, &request.user_id)
             .await;
         // The local lock keeps one conversation's messages in order on this
-        // node; the shared history, when reachable, is the one that follows
+        // node. The shared history, when reachable, is the one that follows
         // the vendor to other pool nodes.
         let mut turns = conversation.lock().await;
         let shared = self.hot.history(&request.vendor_id, &request.user_id).await;

@@ -93,7 +93,7 @@ impl EtcdServer {
         self.spawn().await;
     }
 
-    /// A client of this server.
+    /// Connects a client to this server.
     pub async fn client(&self) -> etcd_client::Client {
         etcd_client::Client::connect([self.endpoint()], None)
             .await

@@ -7,19 +7,16 @@ use std::path::PathBuf;
 use voca_character::{parse_character, Agent, Character, KnowledgeDocument, OfflineResponder};
 
 /// Returns the folder of the ElizaOS fixture characters: `VOCA_FIXTURES` if set, else
-/// `shared/` beside the repository checkout (the CI layout), else `/work/shared`. Panics naming
-/// every path tried when none exists.
+/// `shared/fixtures/characters/elizaos` beside the repository checkout. Panics naming every path
+/// tried when none exists.
 pub fn fixtures_dir() -> PathBuf {
     let candidates: Vec<PathBuf> = std::env::var_os("VOCA_FIXTURES")
         .map(PathBuf::from)
         .into_iter()
-        .chain([
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/fixtures/characters/elizaos"
-            )),
-            PathBuf::from("/work/shared/fixtures/characters/elizaos"),
-        ])
+        .chain([PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/fixtures/characters/elizaos"
+        ))])
         .collect();
     candidates
         .iter()

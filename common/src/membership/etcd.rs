@@ -278,8 +278,8 @@ impl Registered {
     }
 }
 
-/// Renews the lease every third of its TTL. A lease etcd no longer knows is
-/// replaced by registering again.
+/// Renews the lease every third of its TTL. A lease that etcd no longer has
+/// is replaced by registering again.
 async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
     let interval = (ttl / 3).max(Duration::from_millis(200));
     // Retries stay within a third of the TTL, so that a node reaches etcd
@@ -317,8 +317,8 @@ async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
     }
 }
 
-/// Returns whether etcd answers that it no longer knows `lease`, as after
-/// the lease expired or etcd lost its data. Unreachable etcd is not proof.
+/// Returns whether etcd reports that `lease` no longer exists, as after the
+/// lease expired or etcd lost its data. An unreachable etcd reports nothing.
 async fn lease_is_gone(client: &mut Client, lease: i64) -> bool {
     match bounded(client.lease_time_to_live(lease, None)).await {
         Ok(response) => response.ttl() <= 0,

@@ -134,9 +134,18 @@ mod tests {
     fn backoff_doubles_to_max() {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
         let delays: Vec<Duration> = (0..4).map(|_| backoff.next_delay()).collect();
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(125));
-        assert!(delays[1] >= Duration::from_millis(200) && delays[1] <= Duration::from_millis(250));
-        assert!(delays[3] >= Duration::from_millis(350) && delays[3] <= Duration::from_millis(438));
+        let bounds = [(0, 100, 125), (1, 200, 250), (3, 350, 438)];
+        for (index, low, high) in bounds {
+            let delay = delays[index];
+            assert!(
+                delay >= Duration::from_millis(low),
+                "delay {index} is {delay:?}"
+            );
+            assert!(
+                delay <= Duration::from_millis(high),
+                "delay {index} is {delay:?}"
+            );
+        }
         backoff.reset();
         assert!(backoff.next_delay() <= Duration::from_millis(125));
     }

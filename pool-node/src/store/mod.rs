@@ -114,7 +114,7 @@ pub trait CharacterStore: Send + Sync + 'static {
     /// A vendor with no files is deleted already, which is not an error.
     async fn delete_vendor(&self, vendor_id: &str) -> Result<usize, StoreError>;
 
-    /// A description for logs, such as the URL.
+    /// Returns a description for logs, such as the URL.
     fn describe(&self) -> String;
 }
 
