@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    let protos = ["voca/v1/gateway.proto", "voca/v1/pool.proto"];
+    let protos = [
+        "voca/v1/gateway.proto",
+        "voca/v1/pool.proto",
+        "voca/v1/registry.proto",
+    ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -4,6 +4,7 @@ mod bench;
 mod client;
 mod invalidate;
 mod quickstart;
+mod vendors;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ enum Command {
     Bench(bench::Args),
     /// Make the pool nodes load a vendor's changed files again (needs their Redis).
     Invalidate(invalidate::Args),
+    /// Register, import, show, list and delete vendors.
+    Vendors(vendors::Args),
 }
 
 #[tokio::main]
@@ -38,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Send(args) => client::send(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Invalidate(args) => invalidate::run(args).await,
+        Command::Vendors(args) => vendors::run(args).await,
     }
 }

@@ -82,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         nodes.push(node);
     }
     let gateway = voca_gateway::start(GatewayConfig {
+        registry: None,
         listen: args.listen,
         ring_source: RingSource::Local(membership.clone()),
         ring_params: RingParams::default(),

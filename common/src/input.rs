@@ -165,7 +165,9 @@ fn check_printable(field: &'static str, value: &str, max_bytes: usize) -> Result
 }
 
 /// Quotes a value for an error message, escaped and cut to 80 characters.
-fn quote(value: &str) -> String {
+/// Quotes and escapes a value for an error message, shortened to 80
+/// characters when longer.
+pub fn quote(value: &str) -> String {
     const SHOWN_CHARS: usize = 80;
     let shown: String = value.chars().take(SHOWN_CHARS).collect();
     let cut = if shown.len() < value.len() { "..." } else { "" };

@@ -27,6 +27,10 @@ struct Args {
     /// Key prefix of this mesh in etcd.
     #[arg(long, env = "VOCA_ETCD_PREFIX", default_value = DEFAULT_PREFIX)]
     etcd_prefix: String,
+    /// Address (host:port) of voca-registry, whose vendor API this gateway
+    /// then serves on its own endpoint too.
+    #[arg(long, env = "VOCA_REGISTRY")]
+    registry: Option<String>,
     /// Time allowed for in-flight calls at shutdown, in seconds.
     #[arg(long, env = "VOCA_SHUTDOWN_DEADLINE", default_value_t = DEFAULT_SHUTDOWN_DEADLINE.as_secs())]
     shutdown_deadline: u64,
@@ -43,10 +47,11 @@ async fn main() -> anyhow::Result<()> {
     );
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"), listen = %args.listen, etcd = ?endpoints,
-        prefix = %args.etcd_prefix, "starting voca-gateway"
+        prefix = %args.etcd_prefix, registry = ?args.registry, "starting voca-gateway"
     );
     let config = GatewayConfig {
         listen: args.listen,
+        registry: args.registry,
         ring_source: RingSource::Etcd {
             endpoints,
             prefix: args.etcd_prefix,

@@ -9,30 +9,23 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use voca_common::membership::etcd::{self, Keys};
-use voca_common::membership::local::LocalMembership;
+use voca_common::membership::RingSource;
 use voca_common::{RingHandle, RingParams};
 use voca_proto::v1::gateway_server::GatewayServer;
+use voca_proto::v1::vendor_registry_server::VendorRegistryServer;
 
+use crate::registry::{RegistryProxy, MAX_REGISTRY_MESSAGE_BYTES};
 use crate::routes::Router;
 use crate::service::GatewayService;
 
 /// Default time allowed for in-flight calls to finish at shutdown.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The membership source a gateway builds its ring from.
-#[derive(Clone)]
-pub enum RingSource {
-    Etcd {
-        endpoints: Vec<String>,
-        prefix: String,
-    },
-    /// In-process membership, for the quickstart.
-    Local(LocalMembership),
-}
-
 pub struct GatewayConfig {
     pub listen: SocketAddr,
+    /// Address (host:port) of the vendor registry whose API the gateway
+    /// serves too, or `None` to serve messages only.
+    pub registry: Option<String>,
     pub ring_source: RingSource,
     pub ring_params: RingParams,
     pub shutdown_deadline: Duration,
@@ -79,21 +72,12 @@ impl RunningGateway {
 /// Fails when etcd holds other ring parameters. While etcd is unreachable
 /// it retries.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
-    let (ring, watcher) = match config.ring_source {
-        RingSource::Etcd { endpoints, prefix } => {
-            let client = etcd::connect(&endpoints).await?;
-            let keys = Keys::new(&prefix);
-            etcd::retry_unavailable("checking ring parameters", || {
-                etcd::ensure_ring_params(client.clone(), &keys, config.ring_params)
-            })
-            .await?;
-            let ring = RingHandle::new(config.ring_params);
-            let watcher = etcd::spawn_watcher(client, keys, ring.clone());
-            (ring, Some(watcher))
-        }
-        RingSource::Local(membership) => (membership.ring(), None),
-    };
+    let (ring, watcher) = config.ring_source.follow(config.ring_params).await?;
     let router = Arc::new(Router::follow(ring.clone()));
+    let registry = match &config.registry {
+        Some(address) => RegistryProxy::new(address).map_err(anyhow::Error::msg)?,
+        None => RegistryProxy::none(),
+    };
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -102,7 +86,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<GatewayServer<GatewayService>>().await;
     let (reflection_v1, reflection_v1alpha) =
-        voca_common::grpc::reflection_services(&["voca.v1.Gateway"]);
+        voca_common::grpc::reflection_services(&["voca.v1.Gateway", "voca.v1.VendorRegistry"]);
     let (stop, stopped) = oneshot::channel::<()>();
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let server = tokio::spawn(
@@ -111,6 +95,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(GatewayServer::new(GatewayService::new(router)))
+            .add_service(
+                VendorRegistryServer::new(registry)
+                    .max_decoding_message_size(MAX_REGISTRY_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_REGISTRY_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),

@@ -11,7 +11,7 @@ use voca_character::{
     parse_character, Agent, Character, CharacterError, KnowledgeDocument, KnowledgeEntry,
 };
 
-use crate::hot::{HotState, VendorFiles};
+use crate::hot::{HotState, VendorFiles, ERASED_VERSION};
 use crate::store::{CharacterStore, StoreError, StoredFile};
 
 /// Default memory budget of the agent cache, in bytes.
@@ -43,6 +43,32 @@ pub enum LoadError {
     Unusable { vendor_id: String, message: String },
     #[error("character store failed for vendor {vendor_id:?}: {message}")]
     Store { vendor_id: String, message: String },
+    #[error("vendor {vendor_id:?} is suspended; set its status to active with UpdateVendor to answer its customers again")]
+    Suspended { vendor_id: String },
+}
+
+/// Largest `metadata.json` read, in bytes.
+const MAX_METADATA_BYTES: u64 = 64 * 1024;
+
+/// Returns whether a vendor's `metadata.json` sets its status to
+/// `suspended`. A vendor without metadata, such as one written to the store
+/// by hand, is active; unreadable metadata is logged and ignored.
+fn is_suspended(vendor_id: &str, metadata: Option<&[u8]>) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        #[serde(default)]
+        status: Option<String>,
+    }
+    let Some(bytes) = metadata else {
+        return false;
+    };
+    match serde_json::from_slice::<Metadata>(bytes) {
+        Ok(metadata) => metadata.status.as_deref() == Some("suspended"),
+        Err(error) => {
+            tracing::warn!(vendor_id, %error, "metadata.json is malformed; treating the vendor as active");
+            false
+        }
+    }
 }
 
 /// Time between checks of a cached vendor's version, which catch a change
@@ -53,6 +79,7 @@ pub const VERSION_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 struct Cached {
     agent: Arc<Agent>,
     version: u64,
+    suspended: bool,
     /// When the version was last compared, in milliseconds since
     /// [`Agents::started`].
     checked_millis: AtomicU64,
@@ -121,17 +148,21 @@ impl Agents {
                 return Err(error);
             }
         };
-        if self.is_stale(vendor_id, &cached).await {
+        let cached = if self.is_stale(vendor_id, &cached).await {
             tracing::debug!(
                 vendor_id,
                 version = cached.version,
                 "vendor changed; loading it again"
             );
             self.cache.invalidate(vendor_id).await;
-            return self
-                .cached(vendor_id)
-                .await
-                .map(|fresh| fresh.agent.clone());
+            self.cached(vendor_id).await?
+        } else {
+            cached
+        };
+        if cached.suspended {
+            return Err(LoadError::Suspended {
+                vendor_id: vendor_id.to_owned(),
+            });
         }
         Ok(cached.agent.clone())
     }
@@ -197,6 +228,13 @@ impl Agents {
         // reads leaves an older version with newer files, which the next
         // version check loads again, and never the other way round.
         let version = self.hot.vendor_version(vendor_id).await.unwrap_or(0);
+        if version == ERASED_VERSION {
+            // The vendor is being erased: whatever the store still holds of
+            // it is about to go.
+            return Err(LoadError::NotFound {
+                vendor_id: vendor_id.to_owned(),
+            });
+        }
         let shared = self
             .hot
             .vendor_files(vendor_id)
@@ -215,6 +253,7 @@ impl Agents {
             }
         };
         let version = files.version;
+        let suspended = files.suspended;
         self.hot.mark_active(&self.pool_id, vendor_id).await;
         let documents: Vec<KnowledgeDocument> = files
             .documents
@@ -233,6 +272,7 @@ impl Agents {
         Ok(Arc::new(Cached {
             agent: Arc::new(agent),
             version,
+            suspended,
             checked_millis: AtomicU64::new(checked_millis),
         }))
     }
@@ -248,14 +288,17 @@ impl Agents {
                 LoadError::Store { vendor_id, message }
             }
         };
-        let bytes = self
-            .store
-            .character(vendor_id)
-            .await
+        let metadata_path = format!("vendors/{vendor_id}/metadata.json");
+        let (character, metadata) = tokio::join!(
+            self.store.character(vendor_id),
+            self.store.read_object(&metadata_path, MAX_METADATA_BYTES)
+        );
+        let bytes = character
             .map_err(store_error)?
             .ok_or_else(|| LoadError::NotFound {
                 vendor_id: vendor_id.to_owned(),
             })?;
+        let suspended = is_suspended(vendor_id, metadata.map_err(store_error)?.as_deref());
         let character = parse_blocking(vendor_id, bytes.clone()).await?;
 
         let mut files: BTreeMap<String, StoredFile> = BTreeMap::new();
@@ -279,6 +322,7 @@ impl Agents {
                 .into_values()
                 .map(|file| (file.name, decode_text(&file.bytes)))
                 .collect(),
+            suspended,
         };
         Ok((character, files))
     }

@@ -10,7 +10,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use voca_character::Turn;
 
 /// Turns kept per conversation; older turns are dropped first.
-pub const MAX_TURNS: usize = 20;
+pub const MAX_TURNS: usize = voca_storage::hot::MAX_SESSION_TURNS;
 /// Bytes of a message or reply kept in the history; the rest is cut.
 pub const MAX_TURN_BYTES: usize = 4 * 1024;
 /// Memory budget of all conversations of a node, in bytes of kept text.

@@ -3,10 +3,10 @@
 
 pub mod agents;
 pub mod history;
-pub mod hot;
 pub mod rebalance;
 pub mod server;
 pub mod service;
-pub mod store;
+
+pub use voca_storage::{hot, store};
 
 pub use server::{start, MembershipConfig, PoolNodeConfig, RunningPoolNode};

@@ -12,7 +12,8 @@ use voca_common::RingParams;
 use voca_pool_node::agents::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_TTL};
 use voca_pool_node::hot::{HotState, LocalState, RedisState};
 use voca_pool_node::server::{DEFAULT_LEASE_TTL, DEFAULT_SHUTDOWN_DEADLINE};
-use voca_pool_node::{store, MembershipConfig, PoolNodeConfig};
+use voca_pool_node::{MembershipConfig, PoolNodeConfig};
+use voca_storage::args::StoreArgs;
 
 /// Serves the vendors that the consistent-hash ring assigns to this node.
 #[derive(Parser, Debug)]
@@ -40,20 +41,8 @@ struct Args {
     /// Relative capacity, 1 to 100; scales this node's share of vendors.
     #[arg(long, env = "VOCA_WEIGHT", default_value_t = 1)]
     weight: u32,
-    /// Character store URL: file:///path for a local directory, or s3://BUCKET
-    /// for an S3 bucket (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY).
-    #[arg(long, env = "VOCA_CHARACTERS")]
-    characters: String,
-    /// S3 endpoint URL, such as http://127.0.0.1:3900 [default: the AWS endpoint of --s3-region].
-    #[arg(long, env = "VOCA_S3_ENDPOINT")]
-    s3_endpoint: Option<String>,
-    /// S3 region used to sign requests, which must match the server's region.
-    #[arg(long, env = "VOCA_S3_REGION", default_value = store::S3_DEFAULT_REGION)]
-    s3_region: String,
-    /// Address the bucket in the URL path (http://host/bucket/key), as most
-    /// self-hosted S3 servers need, instead of in the host name.
-    #[arg(long, env = "VOCA_S3_PATH_STYLE")]
-    s3_path_style: bool,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Lease TTL of the etcd registration, in seconds.
     #[arg(long, env = "VOCA_LEASE_TTL", default_value_t = DEFAULT_LEASE_TTL.as_secs())]
     lease_ttl: u64,
@@ -86,15 +75,7 @@ async fn main() -> anyhow::Result<()> {
         "--lease-ttl {} is too short; use 2 seconds or more",
         args.lease_ttl
     );
-    let s3 = store::S3Config {
-        endpoint: args.s3_endpoint.clone(),
-        region: args.s3_region.clone(),
-        path_style: args.s3_path_style,
-        access_key_id: env_credential("AWS_ACCESS_KEY_ID")?,
-        secret_access_key: env_credential("AWS_SECRET_ACCESS_KEY")?,
-        session_token: env_credential("AWS_SESSION_TOKEN")?,
-    };
-    let store = store::open_store(&args.characters, &s3).map_err(anyhow::Error::msg)?;
+    let store = args.store.open().map_err(anyhow::Error::msg)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"), listen = %args.listen, etcd = ?endpoints,
         node_id = %args.node_id, characters = %store.describe(), "starting voca-pool-node"
@@ -134,17 +115,4 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     node.shutdown().await;
     Ok(())
-}
-
-/// Reads a credential from the environment. An unset or empty variable means
-/// no credential.
-fn env_credential(name: &str) -> anyhow::Result<Option<String>> {
-    match std::env::var(name) {
-        Ok(value) if value.is_empty() => Ok(None),
-        Ok(value) => Ok(Some(value)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            anyhow::bail!("{name} is not valid UTF-8; set it to the S3 credential as plain text")
-        }
-    }
 }

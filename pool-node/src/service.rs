@@ -46,7 +46,7 @@ impl PoolNodeService {
 fn load_status(error: LoadError) -> Status {
     match &error {
         LoadError::NotFound { .. } => Status::not_found(error.to_string()),
-        LoadError::Malformed { .. } | LoadError::Unusable { .. } => {
+        LoadError::Malformed { .. } | LoadError::Unusable { .. } | LoadError::Suspended { .. } => {
             Status::failed_precondition(error.to_string())
         }
         LoadError::Store { vendor_id, .. } => {

@@ -1,11 +1,21 @@
-//! Vendor registry service. So far it contains the PostgreSQL storage layer
-//! ([`db`]) for vendor metadata, and the mesh still reads vendors straight
-//! from the character store.
+//! The vendor registry: the control plane that creates, changes, lists and
+//! erases vendors, over the `voca.v1.VendorRegistry` gRPC API.
 //!
-//! No table stores which pool node serves a vendor: every gateway and pool
-//! node computes the owner from the consistent-hash ring.
+//! A vendor's metadata lives in PostgreSQL ([`db`]), its files in the
+//! character store, and what pool nodes share about it in Redis; the
+//! [`Registrar`] keeps the three consistent. No table stores which pool
+//! node serves a vendor: every gateway, pool node and the registry compute
+//! the owner from the consistent-hash ring.
 
 pub mod db;
+pub mod error;
+pub mod registrar;
+pub mod repository;
+pub mod request;
+pub mod server;
+pub mod service;
 pub mod template;
 
 pub use db::{Database, DatabaseConfig, DbError};
+pub use registrar::Registrar;
+pub use repository::VendorRepository;

@@ -6,7 +6,14 @@
 //! description first in the bio, and adds every fact as its own knowledge
 //! string, so that retrieval can quote one fact at a time.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
 use serde_json::{Map, Value};
+use voca_storage::store::{CharacterStore, StoreError, MAX_CHARACTER_BYTES};
+
+use crate::error::RegistryError;
 
 /// Placeholder for the vendor's name in templates.
 pub const NAME_PLACEHOLDER: &str = "{{vendorName}}";
@@ -23,7 +30,7 @@ pub const BUILTIN_TEMPLATES: [(&str, &str); 3] = [
 pub const COMMON_RESPONSES: &str = include_str!("../templates/common-responses.json");
 
 /// The facts a vendor states about its business when it registers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct BusinessProfile {
     pub name: String,
     /// One or two sentences about the business.
@@ -79,6 +86,113 @@ pub fn generate_character(
     }
     Ok(serde_json::to_string_pretty(&Value::Object(character))
         .expect("a JSON value always serializes"))
+}
+
+/// Path of a business type's template in the character store.
+pub fn template_path(business_type: &str) -> String {
+    format!("templates/{business_type}.json")
+}
+
+/// Path of the shared replies in the character store.
+pub const COMMON_RESPONSES_PATH: &str = "shared/common-responses.json";
+
+/// Time a template read from the store is used before it is read again, so
+/// that an operator's edit takes effect without a restart.
+const TEMPLATE_TTL: Duration = Duration::from_secs(30);
+
+/// The business templates in the character store, read through a
+/// short-lived cache so that a bulk import reads each template once.
+pub struct TemplateLibrary {
+    store: Arc<dyn CharacterStore>,
+    /// Template text by business type.
+    cache: Cache<String, Arc<str>>,
+}
+
+impl TemplateLibrary {
+    pub fn new(store: Arc<dyn CharacterStore>) -> Self {
+        Self {
+            store,
+            cache: Cache::builder()
+                .max_capacity(1000)
+                .time_to_live(TEMPLATE_TTL)
+                .build(),
+        }
+    }
+
+    /// Writes the built-in templates and the shared replies to the store
+    /// where it has none, leaving files an operator changed as they are.
+    /// Returns the paths written.
+    pub async fn seed(&self) -> Result<Vec<String>, StoreError> {
+        let files = BUILTIN_TEMPLATES
+            .iter()
+            .map(|(business_type, text)| (template_path(business_type), *text))
+            .chain([(COMMON_RESPONSES_PATH.to_owned(), COMMON_RESPONSES)]);
+        let mut written = Vec::new();
+        for (path, text) in files {
+            if self
+                .store
+                .read_object(&path, MAX_CHARACTER_BYTES)
+                .await?
+                .is_none()
+            {
+                self.store.write_object(&path, text.as_bytes()).await?;
+                written.push(path);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Generates the character text of `profile` from the template of
+    /// `business_type`.
+    pub async fn generate(
+        &self,
+        business_type: &str,
+        profile: &BusinessProfile,
+    ) -> Result<String, RegistryError> {
+        let text = self.template(business_type).await?;
+        generate_character(business_type, &text, profile).map_err(|error| match error {
+            TemplateError::EmptyName => {
+                RegistryError::invalid("profile.name", &profile.name, error.to_string())
+            }
+            TemplateError::Malformed { .. } => RegistryError::Internal(format!(
+                "{} in the character store is unusable: {error}; fix or replace that file",
+                template_path(business_type)
+            )),
+        })
+    }
+
+    /// Returns the template text of `business_type`, or an invalid-argument
+    /// error naming the type when the store has no such template.
+    async fn template(&self, business_type: &str) -> Result<Arc<str>, RegistryError> {
+        if let Some(text) = self.cache.get(business_type).await {
+            return Ok(text);
+        }
+        let path = template_path(business_type);
+        // A missing template is not cached, so that one an operator uploads
+        // is used by the next registration.
+        let bytes = self
+            .store
+            .read_object(&path, MAX_CHARACTER_BYTES)
+            .await?
+            .ok_or_else(|| {
+                RegistryError::invalid(
+                    "profile.business_type",
+                    business_type,
+                    format!(
+                        "there is no template {path}; use retail, ecommerce or service, or upload that template to the character store"
+                    ),
+                )
+            })?;
+        let text: Arc<str> = Arc::from(String::from_utf8(bytes).map_err(|_| {
+            RegistryError::Internal(format!(
+                "{path} in the character store is not UTF-8; fix or replace that file"
+            ))
+        })?);
+        self.cache
+            .insert(business_type.to_owned(), text.clone())
+            .await;
+        Ok(text)
+    }
 }
 
 /// Replaces the name placeholder in every string of `value`.

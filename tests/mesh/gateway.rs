@@ -93,6 +93,7 @@ async fn start_slow_mesh() -> (Arc<Mutex<Seen>>, voca_gateway::RunningGateway) {
         })
         .unwrap();
     let gateway = voca_gateway::start(GatewayConfig {
+        registry: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         ring_source: RingSource::Local(membership),
         ring_params: RingParams::default(),

@@ -6,6 +6,7 @@ mod clients;
 mod errors;
 mod gateway;
 mod membership;
+mod registry;
 mod registry_db;
 mod routing;
 mod shared_state;

@@ -315,6 +315,40 @@ admin_token = "{admin_token}"
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default()
     }
+
+    /// Kills the server, so that its S3 port refuses connections.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Returns the keys of every object under `prefix`.
+    pub async fn list_keys(&self, prefix: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client()
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.unwrap_or_else(|e| {
+                panic!(
+                    "listing {prefix} failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            });
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_owned)),
+            );
+        }
+        keys
+    }
 }
 
 impl Drop for GarageServer {
@@ -335,25 +369,7 @@ pub fn spawn_pool(
     credentials: Option<&AccessKey>,
 ) -> Node {
     let port = free_port();
-    // env(1) sets the pool node's credentials, so that parallel tests do not
-    // change this process's environment. It removes the variables first, so
-    // that none leaks in from the environment of the test run.
-    let mut args: Vec<String> = [
-        "-u",
-        "AWS_ACCESS_KEY_ID",
-        "-u",
-        "AWS_SECRET_ACCESS_KEY",
-        "-u",
-        "AWS_SESSION_TOKEN",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
-    if let Some(key) = credentials {
-        args.push(format!("AWS_ACCESS_KEY_ID={}", key.id));
-        args.push(format!("AWS_SECRET_ACCESS_KEY={}", key.secret));
-    }
-
+    let mut args = env_args(credentials);
     args.push(binary("voca-pool-node").display().to_string());
     args.extend(
         [
@@ -383,6 +399,29 @@ pub fn spawn_pool(
         ),
         port,
     }
+}
+
+/// Arguments of env(1) that run a program with `credentials` as its S3
+/// key, so that parallel tests do not change this process's environment.
+/// They remove the variables first, so that none leaks in from the
+/// environment of the test run. The program and its arguments follow.
+pub fn env_args(credentials: Option<&AccessKey>) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-u",
+        "AWS_ACCESS_KEY_ID",
+        "-u",
+        "AWS_SECRET_ACCESS_KEY",
+        "-u",
+        "AWS_SESSION_TOKEN",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    if let Some(key) = credentials {
+        args.push(format!("AWS_ACCESS_KEY_ID={}", key.id));
+        args.push(format!("AWS_SECRET_ACCESS_KEY={}", key.secret));
+    }
+    args
 }
 
 fn list_files(folder: &Path, files: &mut Vec<PathBuf>) {

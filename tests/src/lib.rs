@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod process;
 pub mod proxy;
 pub mod redis_server;
+pub mod registry;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -163,8 +163,17 @@ impl Mesh {
     /// Starts a gateway that reaches etcd at `etcd_endpoint`, such as a
     /// proxy, and waits until it serves.
     pub async fn start_gateway_via(&self, etcd_endpoint: &str) -> Node {
+        self.start_gateway_from(etcd_endpoint, &[]).await
+    }
+
+    /// Starts a gateway with extra flags and waits until it serves.
+    pub async fn start_gateway_with(&self, extra: &[String]) -> Node {
+        self.start_gateway_from(&self.etcd.endpoint(), extra).await
+    }
+
+    async fn start_gateway_from(&self, etcd_endpoint: &str, extra: &[String]) -> Node {
         let port = free_port();
-        let args = vec![
+        let mut args = vec![
             "--listen".to_owned(),
             format!("127.0.0.1:{port}"),
             "--etcd".to_owned(),
@@ -174,6 +183,7 @@ impl Mesh {
             "--shutdown-deadline".to_owned(),
             "3".to_owned(),
         ];
+        args.extend(extra.iter().cloned());
         let node = Node {
             process: Process::spawn(
                 &format!("gateway-{port}"),

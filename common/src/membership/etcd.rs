@@ -405,6 +405,27 @@ impl Drop for Registration {
     }
 }
 
+/// Connects to etcd, checks that it holds `params` (storing them when it
+/// holds none), and follows the members into a new ring until the returned
+/// task is aborted. This is how a process that routes, but does not serve
+/// on the ring, such as a gateway, gets its ring. While etcd is unreachable
+/// it retries.
+pub async fn follow_ring(
+    endpoints: &[String],
+    prefix: &str,
+    params: RingParams,
+) -> Result<(RingHandle, JoinHandle<()>), MembershipError> {
+    let client = connect(endpoints).await?;
+    let keys = Keys::new(prefix);
+    retry_unavailable("checking ring parameters", || {
+        ensure_ring_params(client.clone(), &keys, params)
+    })
+    .await?;
+    let ring = RingHandle::new(params);
+    let watcher = spawn_watcher(client, keys, ring.clone());
+    Ok((ring, watcher))
+}
+
 /// Lists the members, then keeps `ring` up to date from etcd's watch until
 /// the returned task is aborted.
 ///

@@ -19,6 +19,35 @@ pub use view::{MembershipChange, MembershipView};
 
 use crate::ring::{Ring, RingParams};
 
+/// Where a process that routes on the ring, but does not serve on it (a
+/// gateway or the registry), learns the members.
+#[derive(Clone)]
+pub enum RingSource {
+    Etcd {
+        endpoints: Vec<String>,
+        prefix: String,
+    },
+    /// In-process membership, for the quickstart.
+    Local(local::LocalMembership),
+}
+
+impl RingSource {
+    /// Returns the ring, kept up to date by the returned task when the
+    /// members live in etcd. See [`etcd::follow_ring`].
+    pub async fn follow(
+        self,
+        params: RingParams,
+    ) -> Result<(RingHandle, Option<tokio::task::JoinHandle<()>>), MembershipError> {
+        match self {
+            Self::Etcd { endpoints, prefix } => {
+                let (ring, watcher) = etcd::follow_ring(&endpoints, &prefix, params).await?;
+                Ok((ring, Some(watcher)))
+            }
+            Self::Local(membership) => Ok((membership.ring(), None)),
+        }
+    }
+}
+
 /// The current ring of a process and a notification when it changes.
 ///
 /// Cloning is cheap; all clones share one ring.

@@ -18,6 +18,9 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 /// Lifecycle state of a vendor, stored as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VendorStatus {
+    /// Its registration is in progress: the id is claimed, the files may
+    /// not be written yet.
+    Pending,
     Active,
     Suspended,
     Deleted,
@@ -27,6 +30,7 @@ impl VendorStatus {
     /// Returns the value stored in `vendors.status`.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Active => "active",
             Self::Suspended => "suspended",
             Self::Deleted => "deleted",
@@ -45,11 +49,12 @@ impl FromStr for VendorStatus {
 
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         match value {
+            "pending" => Ok(Self::Pending),
             "active" => Ok(Self::Active),
             "suspended" => Ok(Self::Suspended),
             "deleted" => Ok(Self::Deleted),
             other => Err(format!(
-                "unknown vendor status {other:?}; expected active, suspended or deleted"
+                "unknown vendor status {other:?}; expected pending, active, suspended or deleted"
             )),
         }
     }
@@ -221,6 +226,50 @@ impl Database {
             .optional()
             .map_err(|error| self.query_error(error, format!("updating vendor {id}")))?
             .ok_or_else(|| vendor_not_found(id))
+    }
+
+    /// Sets a vendor's status without raising its version, and returns the
+    /// vendor as stored.
+    pub async fn set_vendor_status(
+        &self,
+        id: &str,
+        status: VendorStatus,
+    ) -> Result<Vendor, DbError> {
+        check_vendor_id(id)?;
+        let mut connection = self.connection().await?;
+        diesel::update(vendors::table.find(id))
+            .set((
+                vendors::status.eq(status.as_str()),
+                vendors::updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(VendorRow::as_returning())
+            .get_result(&mut connection)
+            .await
+            .optional()
+            .map_err(|error| self.query_error(error, format!("setting the status of vendor {id}")))?
+            .ok_or_else(|| vendor_not_found(id))?
+            .try_into()
+    }
+
+    /// Deletes a vendor only while its status is `status`, and returns
+    /// whether it did. A failed registration removes its own pending row
+    /// this way and never a row that another call made active.
+    pub async fn delete_vendor_in_status(
+        &self,
+        id: &str,
+        status: VendorStatus,
+    ) -> Result<bool, DbError> {
+        check_vendor_id(id)?;
+        let mut connection = self.connection().await?;
+        let deleted = diesel::delete(
+            vendors::table
+                .find(id)
+                .filter(vendors::status.eq(status.as_str())),
+        )
+        .execute(&mut connection)
+        .await
+        .map_err(|error| self.query_error(error, format!("deleting vendor {id}")))?;
+        Ok(deleted > 0)
     }
 
     /// Deletes a vendor and, by cascade, its message routes. Returns whether

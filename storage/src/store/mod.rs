@@ -101,6 +101,19 @@ pub trait CharacterStore: Send + Sync + 'static {
         path: &str,
     ) -> Result<Option<StoredFile>, StoreError>;
 
+    /// Reads the file at `path` relative to the store's root, such as
+    /// `templates/retail.json`, or returns `None` when there is none. Files
+    /// over `limit` bytes fail with [`StoreError::TooLarge`].
+    async fn read_object(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Writes the file at `path` relative to the store's root, replacing any
+    /// file there. Readers see the old file or the new one, never a part.
+    async fn write_object(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError>;
+
+    /// Deletes the file at `path` relative to the store's root and returns
+    /// whether there was one.
+    async fn delete_object(&self, path: &str) -> Result<bool, StoreError>;
+
     /// Writes one file of a vendor at `path` relative to its folder, such as
     /// `character.json` or `knowledge-base/menu.md`, replacing any file there.
     async fn write_vendor_file(
@@ -108,7 +121,12 @@ pub trait CharacterStore: Send + Sync + 'static {
         vendor_id: &str,
         path: &str,
         bytes: &[u8],
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        let relative = safe_relative_path(path)?;
+        let relative = relative.to_string_lossy();
+        self.write_object(&format!("vendors/{vendor_id}/{relative}"), bytes)
+            .await
+    }
 
     /// Deletes every file of a vendor and returns how many were deleted.
     /// A vendor with no files is deleted already, which is not an error.

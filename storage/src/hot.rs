@@ -8,12 +8,21 @@
 //!   (a [`VendorFiles`] as JSON), with a TTL;
 //! - `voca:sessions:{vendor_id}:{user_id}`: the conversation, a list of turns
 //!   as JSON, capped in length, with a TTL renewed on every message;
+//! - `voca:session-users:{vendor_id}`: the user ids that have a conversation
+//!   with the vendor, so that erasing a vendor finds every conversation
+//!   without scanning the keyspace;
 //! - `voca:active:{pool_id}`: the set of vendors a pool node has loaded;
+//! - `voca:pools`: the ids of the pool nodes that have an active set;
 //! - `voca:metrics:{pool_id}`: counters of a pool node;
 //! - `voca:versions:{vendor_id}`: a counter raised on every change of the
 //!   vendor's files, which pool nodes compare with the version they loaded;
 //! - the channel `voca:invalidate`, on which each change is announced with
-//!   the vendor id, so that pool nodes drop the vendor at once.
+//!   the vendor id, so that pool nodes drop the vendor at once;
+//! - `voca:tombstones:{vendor_id}`: set for [`TOMBSTONE_TTL`] when a vendor
+//!   is erased. Pool nodes write a vendor's cached files, conversations and
+//!   active-set entry only while it has no tombstone, each in one script, so
+//!   that a write still in flight when the vendor is erased cannot bring its
+//!   data back.
 //!
 //! [`LocalState`] keeps nothing, so each pool node uses only its own memory;
 //! it replaces Redis where none is installed.
@@ -30,14 +39,17 @@ use tracing::Instrument;
 use voca_character::Turn;
 use voca_common::membership::Backoff;
 
-use crate::history::MAX_TURNS;
-
+/// Turns kept per conversation in Redis; older turns are dropped first.
+pub const MAX_SESSION_TURNS: usize = 20;
 /// Time a vendor's files stay cached in Redis.
 pub const CHARACTER_TTL: Duration = Duration::from_secs(60 * 60);
 /// Time an idle conversation is kept in Redis.
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// Time a vendor stays in a pool node's active set after it was loaded.
 pub const ACTIVE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Time an erased vendor's tombstone is kept: longer than any message can
+/// stay in flight on a pool node.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(2 * 60);
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -51,6 +63,9 @@ pub struct VendorFiles {
     pub character: String,
     /// Knowledge files as (name relative to `knowledge-base/`, text).
     pub documents: Vec<(String, String)>,
+    /// Whether the vendor is suspended, as its `metadata.json` says.
+    #[serde(default)]
+    pub suspended: bool,
 }
 
 /// One turn as stored in a Redis session list.
@@ -143,6 +158,9 @@ pub struct RedisState {
     client: redis::Client,
     connection: ConnectionManager,
     url: String,
+    cache_files: redis::Script,
+    append_exchange: redis::Script,
+    mark_active: redis::Script,
 }
 
 impl RedisState {
@@ -160,6 +178,9 @@ impl RedisState {
             client,
             connection,
             url: redacted(url),
+            cache_files: redis::Script::new(CACHE_FILES_SCRIPT),
+            append_exchange: redis::Script::new(APPEND_EXCHANGE_SCRIPT),
+            mark_active: redis::Script::new(MARK_ACTIVE_SCRIPT),
         })
     }
 
@@ -180,17 +201,75 @@ impl RedisState {
         Ok(version)
     }
 
+    /// Returns how long the vendor's tombstone has left, or `None` when the
+    /// vendor has none.
+    pub async fn tombstone(&self, vendor_id: &str) -> Result<Option<Duration>, redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let ttl: i64 = connection.pttl(tombstone_key(vendor_id)).await?;
+        // -2: no such key; -1: no expiry, which erase_vendor never leaves.
+        Ok(match ttl {
+            -2 => None,
+            -1 => Some(TOMBSTONE_TTL),
+            ttl => Some(Duration::from_millis(u64::try_from(ttl).unwrap_or(0))),
+        })
+    }
+
+    /// Sets the vendor's tombstone for [`TOMBSTONE_TTL`]: from now on pool
+    /// nodes neither cache nor load the vendor, nor save its conversations.
+    pub async fn set_tombstone(&self, vendor_id: &str) -> Result<(), redis::RedisError> {
+        let mut connection = self.connection.clone();
+        connection
+            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
+            .await
+    }
+
+    /// Erases everything Redis holds about a vendor: its cached files,
+    /// version, conversations, session index and active-set entries. It
+    /// first sets the vendor's tombstone for [`TOMBSTONE_TTL`], so that a
+    /// pool node's write still in flight is refused, and last announces the
+    /// change so that every pool node drops the vendor from memory. Returns
+    /// the number of keys deleted. Erasing a vendor twice is harmless.
+    pub async fn erase_vendor(&self, vendor_id: &str) -> Result<usize, redis::RedisError> {
+        let mut connection = self.connection.clone();
+        let index = session_index_key(vendor_id);
+        let (users, pools): (Vec<String>, Vec<String>) = redis::pipe()
+            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
+            .ignore()
+            .smembers(&index)
+            .smembers(POOLS_KEY)
+            .query_async(&mut connection)
+            .await?;
+        let mut keys: Vec<String> = users
+            .iter()
+            .map(|user| session_key(vendor_id, user))
+            .collect();
+        keys.extend([index, character_key(vendor_id), version_key(vendor_id)]);
+        let mut deleted = 0;
+        for chunk in keys.chunks(ERASE_BATCH) {
+            let count: usize = connection.del(chunk).await?;
+            deleted += count;
+        }
+        let mut pipeline = redis::pipe();
+        for pool in &pools {
+            pipeline.srem(active_key(pool), vendor_id).ignore();
+        }
+        pipeline.publish(CHANGES_CHANNEL, vendor_id).ignore();
+        pipeline.query_async::<()>(&mut connection).await?;
+        Ok(deleted)
+    }
+
     /// Returns the server's URL without a password, for logs.
     pub fn describe(&self) -> &str {
         &self.url
     }
 
-    /// Sends a pipeline whose replies are ignored, logging a failure.
-    async fn run(&self, pipeline: &redis::Pipeline, operation: &str) {
-        let mut connection = self.connection.clone();
-        let result: redis::RedisResult<()> = pipeline.query_async(&mut connection).await;
-        if let Err(error) = result {
-            self.warn(operation, &error);
+    /// Logs the outcome of a script that writes only while the vendor has no
+    /// tombstone: a failure as a warning, a refused write at debug level.
+    fn check_script(&self, result: redis::RedisResult<i64>, vendor_id: &str, operation: &str) {
+        match result {
+            Ok(0) => tracing::debug!(vendor_id, "{operation} skipped: the vendor was erased"),
+            Ok(_) => {}
+            Err(error) => self.warn(operation, &error),
         }
     }
 
@@ -198,6 +277,39 @@ impl RedisState {
         tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory");
     }
 }
+
+/// Caches a vendor's files unless the vendor has a tombstone.
+/// KEYS: tombstone, character. ARGV: files, TTL in seconds.
+const CACHE_FILES_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Appends an exchange to a conversation and records the user in the
+/// vendor's session index, unless the vendor has a tombstone.
+/// KEYS: tombstone, session, session index. ARGV: message turn, reply turn,
+/// turns kept, TTL in seconds, user id.
+const APPEND_EXCHANGE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+return 1
+";
+
+/// Adds a vendor to a pool node's active set, unless the vendor has a
+/// tombstone. KEYS: tombstone, active set, pool index. ARGV: vendor id, TTL
+/// in seconds, pool id.
+const MARK_ACTIVE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+";
 
 /// Channel on which changes of vendors' files are announced.
 pub const CHANGES_CHANNEL: &str = "voca:invalidate";
@@ -218,6 +330,21 @@ fn character_key(vendor_id: &str) -> String {
 fn session_key(vendor_id: &str, user_id: &str) -> String {
     format!("voca:sessions:{vendor_id}:{user_id}")
 }
+
+fn session_index_key(vendor_id: &str) -> String {
+    format!("voca:session-users:{vendor_id}")
+}
+
+fn tombstone_key(vendor_id: &str) -> String {
+    format!("voca:tombstones:{vendor_id}")
+}
+
+fn active_key(pool_id: &str) -> String {
+    format!("voca:active:{pool_id}")
+}
+
+/// Set of the pool ids that have an active set.
+const POOLS_KEY: &str = "voca:pools";
 
 fn encode_turn(user: bool, text: &str) -> String {
     let turn = StoredTurn {
@@ -261,12 +388,15 @@ impl HotState for RedisState {
     async fn store_vendor_files(&self, vendor_id: &str, files: &VendorFiles) {
         let value = serde_json::to_string(files).expect("vendor files always serialize");
         let mut connection = self.connection.clone();
-        let result: redis::RedisResult<()> = connection
-            .set_ex(character_key(vendor_id), value, CHARACTER_TTL.as_secs())
+        let result: redis::RedisResult<i64> = self
+            .cache_files
+            .key(tombstone_key(vendor_id))
+            .key(character_key(vendor_id))
+            .arg(value)
+            .arg(seconds(CHARACTER_TTL))
+            .invoke_async(&mut connection)
             .await;
-        if let Err(error) = result {
-            self.warn("caching a character", &error);
-        }
+        self.check_script(result, vendor_id, "caching a character");
     }
 
     async fn history(&self, vendor_id: &str, user_id: &str) -> Option<Vec<Turn>> {
@@ -293,31 +423,35 @@ impl HotState for RedisState {
     }
 
     async fn append_exchange(&self, vendor_id: &str, user_id: &str, message: &str, reply: &str) {
-        let key = session_key(vendor_id, user_id);
-        let keep = isize::try_from(MAX_TURNS).unwrap_or(isize::MAX);
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .rpush(&key, encode_turn(true, message))
-            .ignore()
-            .rpush(&key, encode_turn(false, reply))
-            .ignore()
-            .ltrim(&key, -keep, -1)
-            .ignore()
-            .expire(&key, seconds(SESSION_TTL))
-            .ignore();
-        self.run(&pipeline, "saving a conversation").await;
+        let mut connection = self.connection.clone();
+        let result: redis::RedisResult<i64> = self
+            .append_exchange
+            .key(tombstone_key(vendor_id))
+            .key(session_key(vendor_id, user_id))
+            .key(session_index_key(vendor_id))
+            .arg(encode_turn(true, message))
+            .arg(encode_turn(false, reply))
+            .arg(MAX_SESSION_TURNS)
+            .arg(seconds(SESSION_TTL))
+            .arg(user_id)
+            .invoke_async(&mut connection)
+            .await;
+        self.check_script(result, vendor_id, "saving a conversation");
     }
 
     async fn mark_active(&self, pool_id: &str, vendor_id: &str) {
-        let key = format!("voca:active:{pool_id}");
-        let mut pipeline = redis::pipe();
-        pipeline
-            .sadd(&key, vendor_id)
-            .ignore()
-            .expire(&key, seconds(ACTIVE_TTL))
-            .ignore();
-        self.run(&pipeline, "recording an active vendor").await;
+        let mut connection = self.connection.clone();
+        let result: redis::RedisResult<i64> = self
+            .mark_active
+            .key(tombstone_key(vendor_id))
+            .key(active_key(pool_id))
+            .key(POOLS_KEY)
+            .arg(vendor_id)
+            .arg(seconds(ACTIVE_TTL))
+            .arg(pool_id)
+            .invoke_async(&mut connection)
+            .await;
+        self.check_script(result, vendor_id, "recording an active vendor");
     }
 
     async fn count_message(&self, pool_id: &str) {
@@ -332,11 +466,17 @@ impl HotState for RedisState {
 
     async fn vendor_version(&self, vendor_id: &str) -> Option<u64> {
         let mut connection = self.connection.clone();
+        // An erased vendor reads as a version no load ever has, so that a
+        // copy loaded while it was being erased is dropped at the next check.
         match connection
-            .get::<_, Option<u64>>(version_key(vendor_id))
+            .mget::<_, (Option<u64>, Option<String>)>(&[
+                version_key(vendor_id),
+                tombstone_key(vendor_id),
+            ])
             .await
         {
-            Ok(version) => Some(version.unwrap_or(0)),
+            Ok((_, Some(_))) => Some(ERASED_VERSION),
+            Ok((version, None)) => Some(version.unwrap_or(0)),
             Err(error) => {
                 self.warn("reading a vendor's version", &error);
                 None
@@ -353,7 +493,7 @@ impl HotState for RedisState {
 
     async fn active_vendors(&self, pool_id: &str) -> Vec<String> {
         let mut connection = self.connection.clone();
-        match connection.smembers(format!("voca:active:{pool_id}")).await {
+        match connection.smembers(active_key(pool_id)).await {
             Ok(vendors) => vendors,
             Err(error) => {
                 self.warn("reading a pool node's active vendors", &error);
@@ -362,6 +502,12 @@ impl HotState for RedisState {
         }
     }
 }
+
+/// Version reported for a vendor with a tombstone.
+pub const ERASED_VERSION: u64 = u64::MAX;
+
+/// Keys deleted by one DEL while erasing a vendor.
+const ERASE_BATCH: usize = 512;
 
 /// Vendor ids received but not yet handled, at most.
 const CHANGES_BUFFER: usize = 1024;

@@ -401,16 +401,39 @@ impl CharacterStore for S3Store {
             .map(|bytes| StoredFile { name, bytes }))
     }
 
-    async fn write_vendor_file(
-        &self,
-        vendor_id: &str,
-        path: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        let key = format!(
-            "vendors/{vendor_id}/{}",
-            relative_key(&safe_relative_path(path)?)
-        );
+    async fn read_object(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(&relative_key(&safe_relative_path(path)?), limit)
+            .await
+    }
+
+    async fn delete_object(&self, path: &str) -> Result<bool, StoreError> {
+        let key = relative_key(&safe_relative_path(path)?);
+        // DeleteObject succeeds whether or not the key exists, so a HEAD
+        // tells which it was.
+        let existed = match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(_) => true,
+            Err(error) if error.as_service_error().is_some_and(|e| e.is_not_found()) => false,
+            Err(error) => return Err(self.sdk_error(&key, error)),
+        };
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|error| self.sdk_error(&key, error))?;
+        Ok(existed)
+    }
+
+    async fn write_object(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let key = relative_key(&safe_relative_path(path)?);
         let compressed = encode_zstd(bytes).map_err(|e| StoreError::Undecodable {
             path: key.clone(),
             message: format!("compressing failed: {e}"),

@@ -191,13 +191,29 @@ impl CharacterStore for FileStore {
             }))
     }
 
-    async fn write_vendor_file(
-        &self,
-        vendor_id: &str,
-        path: &str,
-        bytes: &[u8],
-    ) -> Result<(), StoreError> {
-        let relative = Self::vendor_path(vendor_id).join(safe_relative_path(path)?);
+    async fn read_object(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_file(&safe_relative_path(path)?, limit).await
+    }
+
+    async fn delete_object(&self, path: &str) -> Result<bool, StoreError> {
+        let relative = safe_relative_path(path)?;
+        let shown = relative.display().to_string();
+        match self.entry(&relative).await? {
+            Entry::Missing => Ok(false),
+            Entry::Folder => Err(StoreError::NotARegularFile { path: shown }),
+            Entry::File(_) => match tokio::fs::remove_file(self.root.join(&relative)).await {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+                Err(source) => Err(StoreError::Io {
+                    path: shown,
+                    source,
+                }),
+            },
+        }
+    }
+
+    async fn write_object(&self, path: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let relative = safe_relative_path(path)?;
         let shown = relative.display().to_string();
         let io_error = |source| StoreError::Io {
             path: shown.clone(),
@@ -340,6 +356,56 @@ mod tests {
             0,
             "deleting again succeeds"
         );
+    }
+
+    #[tokio::test]
+    async fn reads_writes_and_deletes_objects_outside_vendors() {
+        let root = tempfile::tempdir().unwrap();
+        let store = FileStore::new(root.path());
+        assert!(store
+            .read_object("templates/retail.json", 100)
+            .await
+            .unwrap()
+            .is_none());
+        store
+            .write_object("templates/retail.json", b"{}")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .read_object("templates/retail.json", 100)
+                .await
+                .unwrap()
+                .unwrap(),
+            b"{}"
+        );
+        let error = store
+            .read_object("templates/retail.json", 1)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::TooLarge {
+                    size: 2,
+                    limit: 1,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(store.delete_object("templates/retail.json").await.unwrap());
+        assert!(!store.delete_object("templates/retail.json").await.unwrap());
+        for bad in ["../outside.json", "/etc/passwd"] {
+            assert!(matches!(
+                store.write_object(bad, b"x").await.unwrap_err(),
+                StoreError::UnsafePath(_)
+            ));
+            assert!(matches!(
+                store.delete_object(bad).await.unwrap_err(),
+                StoreError::UnsafePath(_)
+            ));
+        }
     }
 
     #[cfg(unix)]

@@ -1,0 +1,512 @@
+//! Registering, changing and erasing vendors across the three stores: the
+//! metadata row, the vendor's files in the character store, and the state
+//! pool nodes share in Redis.
+//!
+//! Registration claims the id first with a pending row, so that two
+//! registrations of one id never write over each other's files; it writes
+//! the files, `character.json` last, and only then makes the row active. A
+//! registration that fails removes what it wrote, and only that.
+//!
+//! Erasure runs in the order that keeps anything from coming back: mark the
+//! row deleted, set the vendor's tombstone in Redis (pool nodes stop caching
+//! the vendor and saving its conversations), delete its files, erase its
+//! Redis keys and tell every pool node to drop it, and last delete the row.
+//! Each step is idempotent, so a retry finishes an erasure that failed part
+//! way.
+
+use std::sync::Arc;
+
+use futures::future::try_join_all;
+use rand::Rng;
+use voca_common::input::check_vendor_id;
+use voca_common::RingHandle;
+use voca_storage::hot::RedisState;
+use voca_storage::store::CharacterStore;
+
+use crate::db::{DbError, ListVendors, NewVendor, Vendor, VendorPage, VendorStatus, VendorUpdate};
+use crate::error::RegistryError;
+use crate::repository::VendorRepository;
+use crate::request::{CharacterSource, Document, Registration, Update};
+use crate::template::TemplateLibrary;
+
+/// Attempts at a generated id before giving up; each collides with
+/// probability about n / 2^32 for n vendors sharing the name's slug.
+const GENERATED_ID_ATTEMPTS: usize = 4;
+/// Longest name slug in a generated id, in bytes.
+const MAX_SLUG_BYTES: usize = 48;
+
+/// A vendor with the pool node that owns it on the registry's ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedVendor {
+    pub vendor: Vendor,
+    /// `(pool id, address)`, or `None` when the ring is empty.
+    pub pool: Option<(String, String)>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Erasure {
+    /// Whether the vendor had a metadata row.
+    pub existed: bool,
+    pub files_deleted: usize,
+    pub redis_keys_deleted: usize,
+}
+
+/// Performs registry operations on the three stores.
+pub struct Registrar {
+    repository: Arc<dyn VendorRepository>,
+    store: Arc<dyn CharacterStore>,
+    /// `None` where no Redis is configured: pool nodes then learn of a
+    /// change when their cached copy expires.
+    redis: Option<Arc<RedisState>>,
+    templates: TemplateLibrary,
+    ring: RingHandle,
+}
+
+impl Registrar {
+    pub fn new(
+        repository: Arc<dyn VendorRepository>,
+        store: Arc<dyn CharacterStore>,
+        redis: Option<Arc<RedisState>>,
+        ring: RingHandle,
+    ) -> Self {
+        Self {
+            repository,
+            templates: TemplateLibrary::new(store.clone()),
+            store,
+            redis,
+            ring,
+        }
+    }
+
+    /// The business templates, for seeding the store at start.
+    pub fn templates(&self) -> &TemplateLibrary {
+        &self.templates
+    }
+
+    /// Returns the owner of `vendor_id` on the current ring.
+    pub fn place(&self, vendor: Vendor) -> PlacedVendor {
+        let pool = self
+            .ring
+            .load()
+            .owner(&vendor.id)
+            .map(|member| (member.id.clone(), member.address.clone()));
+        PlacedVendor { vendor, pool }
+    }
+
+    /// Registers a vendor.
+    pub async fn register(
+        &self,
+        registration: Registration,
+    ) -> Result<PlacedVendor, RegistryError> {
+        // Everything that can fail on the request alone fails before the id
+        // is claimed.
+        let character = self
+            .character_text(&registration.business_type, &registration.character)
+            .await?;
+        let vendor_id = match &registration.vendor_id {
+            Some(vendor_id) => {
+                self.refuse_recently_deleted(vendor_id).await?;
+                self.claim(vendor_id, &registration).await?;
+                vendor_id.clone()
+            }
+            None => self.claim_generated_id(&registration).await?,
+        };
+        let written = self
+            .write_files(&vendor_id, &registration, &character)
+            .await;
+        let activated = match written {
+            Ok(()) => self
+                .repository
+                .set_vendor_status(&vendor_id, VendorStatus::Active)
+                .await
+                .map_err(RegistryError::from),
+            Err(error) => Err(error),
+        };
+        let vendor = match activated {
+            Ok(vendor) => vendor,
+            Err(error) => {
+                self.undo_registration(&vendor_id).await;
+                return Err(error);
+            }
+        };
+        // A pool node may have cached the id as unknown; the announcement
+        // drops that at once instead of after the negative cache's TTL.
+        if let Some(redis) = &self.redis {
+            if let Err(error) = redis.announce_change(&vendor_id).await {
+                tracing::warn!(vendor_id, redis = %redis.describe(), %error, "announcing a new vendor failed; pool nodes that cached it as unknown answer NOT_FOUND for up to 5 s");
+            }
+        }
+        tracing::info!(vendor_id, business_type = %vendor.business_type, "registered vendor");
+        Ok(self.place(vendor))
+    }
+
+    /// Returns a vendor.
+    pub async fn get(&self, vendor_id: &str) -> Result<PlacedVendor, RegistryError> {
+        let vendor = self.repository.get_vendor(vendor_id).await?;
+        Ok(self.place(vendor))
+    }
+
+    /// Returns one page of vendors.
+    pub async fn list(
+        &self,
+        request: &ListVendors,
+    ) -> Result<(Vec<PlacedVendor>, Option<String>), RegistryError> {
+        let VendorPage {
+            vendors,
+            next_page_token,
+        } = self.repository.list_vendors(request).await?;
+        let ring = self.ring.load();
+        let placed = vendors
+            .into_iter()
+            .map(|vendor| {
+                let pool = ring
+                    .owner(&vendor.id)
+                    .map(|member| (member.id.clone(), member.address.clone()));
+                PlacedVendor { vendor, pool }
+            })
+            .collect();
+        Ok((placed, next_page_token))
+    }
+
+    /// Writes a new version of a vendor and tells the pool nodes.
+    pub async fn update(&self, update: Update) -> Result<PlacedVendor, RegistryError> {
+        let vendor_id = update.vendor_id.as_str();
+        let current = self.repository.get_vendor(vendor_id).await?;
+        match current.status {
+            VendorStatus::Pending => {
+                return Err(RegistryError::RegistrationInProgress(vendor_id.to_owned()))
+            }
+            VendorStatus::Deleted => return Err(RegistryError::NotFound(vendor_id.to_owned())),
+            VendorStatus::Active | VendorStatus::Suspended => {}
+        }
+        let business_type = update
+            .business_type
+            .clone()
+            .unwrap_or_else(|| current.business_type.clone());
+        let character = match &update.character {
+            Some(source) => Some(self.character_text(&business_type, source).await?),
+            None => None,
+        };
+
+        self.write_documents(vendor_id, &update.knowledge).await?;
+        let removed: Vec<String> = update
+            .remove_knowledge
+            .iter()
+            .map(|name| format!("vendors/{vendor_id}/knowledge-base/{name}"))
+            .collect();
+        try_join_all(removed.iter().map(|path| self.store.delete_object(path))).await?;
+        if let Some(character) = &character {
+            self.store
+                .write_vendor_file(vendor_id, "character.json", character.as_bytes())
+                .await?;
+        }
+        let name = update.character.as_ref().map(|source| match source {
+            CharacterSource::Template(profile) => profile.name.clone(),
+            CharacterSource::File { name, .. } => name.clone(),
+        });
+        let status = update.suspend.map(|suspend| {
+            if suspend {
+                VendorStatus::Suspended
+            } else {
+                VendorStatus::Active
+            }
+        });
+        self.repository
+            .update_vendor(
+                vendor_id,
+                &VendorUpdate {
+                    name,
+                    business_type: update.business_type.clone(),
+                    status,
+                    character_path: None,
+                },
+            )
+            .await?;
+        let vendor = self.repository.get_vendor(vendor_id).await?;
+        let profile = match &update.character {
+            Some(CharacterSource::Template(profile)) => Some(profile),
+            _ => None,
+        };
+        self.write_metadata(&vendor, profile).await?;
+        if let Some(redis) = &self.redis {
+            redis.announce_change(vendor_id).await.map_err(|error| RegistryError::Redis {
+                url: redis.describe().to_owned(),
+                error,
+                consequence: "the new version is stored but pool nodes were not told; retry UpdateVendor to tell them",
+            })?;
+        }
+        tracing::info!(
+            vendor_id,
+            version = vendor.character_version,
+            "updated vendor"
+        );
+        Ok(self.place(vendor))
+    }
+
+    /// Erases a vendor from every store. Erasing a vendor that does not
+    /// exist finishes any erasure left part way and succeeds.
+    pub async fn delete(&self, vendor_id: &str) -> Result<Erasure, RegistryError> {
+        check_vendor_id(vendor_id)?;
+        let existed = match self
+            .repository
+            .set_vendor_status(vendor_id, VendorStatus::Deleted)
+            .await
+        {
+            Ok(_) => true,
+            Err(DbError::NotFound { .. }) => false,
+            Err(error) => return Err(error.into()),
+        };
+        let redis_failed = |redis: &RedisState, error| RegistryError::Redis {
+            url: redis.describe().to_owned(),
+            error,
+            consequence: "the erasure stopped part way; retry DeleteVendor to finish it",
+        };
+        if let Some(redis) = &self.redis {
+            redis
+                .set_tombstone(vendor_id)
+                .await
+                .map_err(|error| redis_failed(redis, error))?;
+        }
+        let files_deleted = self.store.delete_vendor(vendor_id).await?;
+        let redis_keys_deleted = match &self.redis {
+            Some(redis) => redis
+                .erase_vendor(vendor_id)
+                .await
+                .map_err(|error| redis_failed(redis, error))?,
+            None => 0,
+        };
+        self.repository.delete_vendor(vendor_id).await?;
+        tracing::info!(
+            vendor_id,
+            existed,
+            files_deleted,
+            redis_keys_deleted,
+            "erased vendor"
+        );
+        Ok(Erasure {
+            existed,
+            files_deleted,
+            redis_keys_deleted,
+        })
+    }
+
+    /// Returns the character text of a registration or update.
+    async fn character_text(
+        &self,
+        business_type: &str,
+        source: &CharacterSource,
+    ) -> Result<String, RegistryError> {
+        match source {
+            CharacterSource::Template(profile) => {
+                self.templates.generate(business_type, profile).await
+            }
+            // Checked to be JSON, hence UTF-8.
+            CharacterSource::File { bytes, .. } => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        }
+    }
+
+    /// Fails when the vendor id was erased so recently that its tombstone
+    /// stands: pool nodes would not save the new vendor's conversations.
+    async fn refuse_recently_deleted(&self, vendor_id: &str) -> Result<(), RegistryError> {
+        let Some(redis) = &self.redis else {
+            return Ok(());
+        };
+        match redis.tombstone(vendor_id).await {
+            Ok(None) => Ok(()),
+            Ok(Some(retry_in)) => Err(RegistryError::RecentlyDeleted {
+                vendor_id: vendor_id.to_owned(),
+                retry_in,
+            }),
+            Err(error) => Err(RegistryError::Redis {
+                url: redis.describe().to_owned(),
+                error,
+                consequence: "nothing was registered, since whether the id was just erased is unknown; retry later, or leave vendor_id empty",
+            }),
+        }
+    }
+
+    /// Inserts the pending row that claims `vendor_id`.
+    async fn claim(
+        &self,
+        vendor_id: &str,
+        registration: &Registration,
+    ) -> Result<(), RegistryError> {
+        let row = NewVendor {
+            id: vendor_id.to_owned(),
+            name: registration.name().to_owned(),
+            business_type: registration.business_type.clone(),
+            status: VendorStatus::Pending,
+            character_path: format!("vendors/{vendor_id}/character.json"),
+        };
+        match self.repository.insert_vendor(&row).await {
+            Ok(_) => Ok(()),
+            Err(DbError::AlreadyExists { .. }) => {
+                // Tell a registration still running apart from a vendor.
+                match self.repository.get_vendor(vendor_id).await {
+                    Ok(existing) if existing.status == VendorStatus::Pending => {
+                        Err(RegistryError::RegistrationInProgress(vendor_id.to_owned()))
+                    }
+                    _ => Err(RegistryError::AlreadyExists(vendor_id.to_owned())),
+                }
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Claims an id generated from the vendor's name.
+    async fn claim_generated_id(
+        &self,
+        registration: &Registration,
+    ) -> Result<String, RegistryError> {
+        let slug = slug(registration.name());
+        for _ in 0..GENERATED_ID_ATTEMPTS {
+            let suffix: u32 = rand::rng().random();
+            let vendor_id = format!("{slug}-{suffix:08x}");
+            match self.claim(&vendor_id, registration).await {
+                Ok(()) => return Ok(vendor_id),
+                Err(RegistryError::AlreadyExists(_) | RegistryError::RegistrationInProgress(_)) => {
+                    continue
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(RegistryError::Internal(format!(
+            "{GENERATED_ID_ATTEMPTS} generated ids for {slug:?} were all taken; choose a vendor_id"
+        )))
+    }
+
+    /// Writes a new vendor's knowledge documents and metadata, then its
+    /// character.
+    async fn write_files(
+        &self,
+        vendor_id: &str,
+        registration: &Registration,
+        character: &str,
+    ) -> Result<(), RegistryError> {
+        self.write_documents(vendor_id, &registration.knowledge)
+            .await?;
+        let profile = match &registration.character {
+            CharacterSource::Template(profile) => Some(profile),
+            CharacterSource::File { .. } => None,
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let vendor = Vendor {
+            id: vendor_id.to_owned(),
+            name: registration.name().to_owned(),
+            business_type: registration.business_type.clone(),
+            status: VendorStatus::Active,
+            character_path: format!("vendors/{vendor_id}/character.json"),
+            character_version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        self.write_metadata(&vendor, profile).await?;
+        self.store
+            .write_vendor_file(vendor_id, "character.json", character.as_bytes())
+            .await?;
+        Ok(())
+    }
+
+    async fn write_documents(
+        &self,
+        vendor_id: &str,
+        documents: &[Document],
+    ) -> Result<(), RegistryError> {
+        let paths: Vec<String> = documents
+            .iter()
+            .map(|document| format!("knowledge-base/{}", document.name))
+            .collect();
+        try_join_all(documents.iter().zip(&paths).map(|(document, path)| {
+            self.store
+                .write_vendor_file(vendor_id, path, document.text.as_bytes())
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// Writes `metadata.json`, which pool nodes read for the vendor's status
+    /// and operators read to see what the vendor registered with.
+    async fn write_metadata(
+        &self,
+        vendor: &Vendor,
+        profile: Option<&crate::template::BusinessProfile>,
+    ) -> Result<(), RegistryError> {
+        let mut metadata = serde_json::json!({
+            "vendor_id": vendor.id,
+            "name": vendor.name,
+            "business_type": vendor.business_type,
+            "status": vendor.status.as_str(),
+            "character_version": vendor.character_version,
+            "updated_at": vendor.updated_at.unix_timestamp(),
+        });
+        if let Some(profile) = profile {
+            metadata["profile"] =
+                serde_json::to_value(profile).expect("a profile always serializes");
+        }
+        let text = serde_json::to_vec_pretty(&metadata).expect("metadata always serializes");
+        self.store
+            .write_vendor_file(&vendor.id, "metadata.json", &text)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes what a failed registration wrote: its files and its pending
+    /// row. Failures are logged; the pending row then keeps the id claimed
+    /// until DeleteVendor removes it.
+    async fn undo_registration(&self, vendor_id: &str) {
+        if let Err(error) = self.store.delete_vendor(vendor_id).await {
+            tracing::error!(vendor_id, %error, "removing the files of a failed registration failed; DeleteVendor removes them");
+        }
+        match self
+            .repository
+            .delete_vendor_in_status(vendor_id, VendorStatus::Pending)
+            .await
+        {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(vendor_id, %error, "removing the pending row of a failed registration failed; DeleteVendor removes it")
+            }
+        }
+    }
+}
+
+/// Returns a lowercase ASCII slug of `name` for a generated id: letters and
+/// digits kept, every other run of characters one `-`, at most
+/// [`MAX_SLUG_BYTES`] bytes, and `vendor` when nothing is left.
+pub fn slug(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            if slug.len() >= MAX_SLUG_BYTES {
+                break;
+            }
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    if slug.is_empty() {
+        "vendor".to_owned()
+    } else {
+        slug.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs_are_valid_id_prefixes() {
+        assert_eq!(slug("Rosie's Bakery & Café"), "rosie-s-bakery-caf");
+        assert_eq!(slug("  --Bike Fix--  "), "bike-fix");
+        assert_eq!(slug("茶屋"), "vendor");
+        assert_eq!(slug(&"a".repeat(100)).len(), MAX_SLUG_BYTES);
+        for name in ["Rosie's Bakery", "茶屋", "x", "A.B_C"] {
+            let id = format!("{}-{:08x}", slug(name), u32::MAX);
+            check_vendor_id(&id).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+}
