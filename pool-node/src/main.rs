@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => {
             let state = RedisState::new(url)
                 .map_err(|e| anyhow::anyhow!("invalid --redis URL: {e}; use redis://host:port"))?;
-            tracing::info!(redis = %state.describe(), "shared state in Redis");
+            tracing::info!(redis = %state.url(), "shared state in Redis");
             Arc::new(state)
         }
         None => Arc::new(LocalState),

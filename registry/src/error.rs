@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tonic::Status;
 use voca_common::input::InvalidInput;
+use voca_storage::hot::SharedStateError;
 use voca_storage::store::StoreError;
 
 use crate::db::DbError;
@@ -40,12 +41,11 @@ pub enum RegistryError {
     Database(DbError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Redis could not be reached; `consequence` says what happened to the
-    /// operation.
-    #[error("Redis at {url} is unavailable ({error}); {consequence}")]
-    Redis {
-        url: String,
-        error: redis::RedisError,
+    /// The state shared with the pool nodes (Redis) could not be reached;
+    /// `consequence` says what happened to the operation.
+    #[error("{error}; {consequence}")]
+    SharedState {
+        error: SharedStateError,
         consequence: &'static str,
     },
     /// A failure that no request can cause, such as a stored template that
@@ -96,7 +96,8 @@ impl From<RegistryError> for Status {
             RegistryError::RecentlyDeleted { .. } | RegistryError::RegistrationInProgress(_) => {
                 Status::failed_precondition(message)
             }
-            RegistryError::Database(DbError::Unavailable { .. }) | RegistryError::Redis { .. } => {
+            RegistryError::Database(DbError::Unavailable { .. })
+            | RegistryError::SharedState { .. } => {
                 tracing::warn!(error = %message, "registry storage unavailable");
                 Status::unavailable(message)
             }

@@ -12,7 +12,7 @@ use voca_common::RingParams;
 use voca_registry::server::{RegistryConfig, DEFAULT_SHUTDOWN_DEADLINE};
 use voca_registry::{Database, DatabaseConfig};
 use voca_storage::args::StoreArgs;
-use voca_storage::hot::RedisState;
+use voca_storage::hot::{RedisState, VendorChanges};
 
 /// Creates, changes, lists and erases vendors.
 #[derive(Parser, Debug)]
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         "--etcd is empty; give at least one etcd endpoint"
     );
     let store = args.store.open().map_err(anyhow::Error::msg)?;
-    let redis = match &args.redis_url {
+    let shared: Option<Arc<dyn VendorChanges>> = match &args.redis_url {
         Some(url) => {
             let state = RedisState::new(url)
                 .map_err(|e| anyhow::anyhow!("invalid --redis URL: {e}; use redis://host:port"))?;
@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"), listen = %args.listen, etcd = ?endpoints,
-        characters = %store.describe(), redis = ?redis.as_ref().map(|r| r.describe().to_owned()),
+        characters = %store.describe(), shared_state = ?shared.as_ref().map(|s| s.describe()),
         "starting voca-registry"
     );
     let mut database = DatabaseConfig::new(args.database_url);
@@ -95,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         ring_params: RingParams::default(),
         repository: Arc::new(database),
         store: Arc::from(store),
-        redis,
+        shared,
         shutdown_deadline: Duration::from_secs(args.shutdown_deadline),
     };
     let registry = tokio::select! {

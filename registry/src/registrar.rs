@@ -20,7 +20,7 @@ use futures::future::try_join_all;
 use rand::Rng;
 use voca_common::input::check_vendor_id;
 use voca_common::RingHandle;
-use voca_storage::hot::RedisState;
+use voca_storage::hot::{SharedStateError, VendorChanges};
 use voca_storage::store::CharacterStore;
 
 use crate::db::{DbError, ListVendors, NewVendor, Vendor, VendorPage, VendorStatus, VendorUpdate};
@@ -56,9 +56,10 @@ pub struct Erasure {
 pub struct Registrar {
     repository: Arc<dyn VendorRepository>,
     store: Arc<dyn CharacterStore>,
-    /// `None` where no Redis is configured: pool nodes then learn of a
-    /// change when their cached copy expires.
-    redis: Option<Arc<RedisState>>,
+    /// The state shared with the pool nodes, or `None` where there is
+    /// none: pool nodes then learn of a change when their cached copy
+    /// expires.
+    shared: Option<Arc<dyn VendorChanges>>,
     templates: TemplateLibrary,
     ring: RingHandle,
 }
@@ -67,14 +68,14 @@ impl Registrar {
     pub fn new(
         repository: Arc<dyn VendorRepository>,
         store: Arc<dyn CharacterStore>,
-        redis: Option<Arc<RedisState>>,
+        shared: Option<Arc<dyn VendorChanges>>,
         ring: RingHandle,
     ) -> Self {
         Self {
             repository,
             templates: TemplateLibrary::new(store.clone()),
             store,
-            redis,
+            shared,
             ring,
         }
     }
@@ -132,9 +133,9 @@ impl Registrar {
         };
         // A pool node may have cached the id as unknown; the announcement
         // drops that at once instead of after the negative cache's TTL.
-        if let Some(redis) = &self.redis {
-            if let Err(error) = redis.announce_change(&vendor_id).await {
-                tracing::warn!(vendor_id, redis = %redis.describe(), %error, "announcing a new vendor failed; pool nodes that cached it as unknown answer NOT_FOUND for up to 5 s");
+        if let Some(shared) = &self.shared {
+            if let Err(error) = shared.announce_change(&vendor_id).await {
+                tracing::warn!(vendor_id, %error, "announcing a new vendor failed; pool nodes that cached it as unknown answer NOT_FOUND for up to 5 s");
             }
         }
         tracing::info!(vendor_id, business_type = %vendor.business_type, "registered vendor");
@@ -229,9 +230,8 @@ impl Registrar {
             _ => None,
         };
         self.write_metadata(&vendor, profile).await?;
-        if let Some(redis) = &self.redis {
-            redis.announce_change(vendor_id).await.map_err(|error| RegistryError::Redis {
-                url: redis.describe().to_owned(),
+        if let Some(shared) = &self.shared {
+            shared.announce_change(vendor_id).await.map_err(|error| RegistryError::SharedState {
                 error,
                 consequence: "the new version is stored but pool nodes were not told; retry UpdateVendor to tell them",
             })?;
@@ -257,23 +257,22 @@ impl Registrar {
             Err(DbError::NotFound { .. }) => false,
             Err(error) => return Err(error.into()),
         };
-        let redis_failed = |redis: &RedisState, error| RegistryError::Redis {
-            url: redis.describe().to_owned(),
+        let shared_failed = |error: SharedStateError| RegistryError::SharedState {
             error,
             consequence: "the erasure stopped part way; retry DeleteVendor to finish it",
         };
-        if let Some(redis) = &self.redis {
-            redis
+        if let Some(shared) = &self.shared {
+            shared
                 .set_tombstone(vendor_id)
                 .await
-                .map_err(|error| redis_failed(redis, error))?;
+                .map_err(shared_failed)?;
         }
         let files_deleted = self.store.delete_vendor(vendor_id).await?;
-        let redis_keys_deleted = match &self.redis {
-            Some(redis) => redis
+        let redis_keys_deleted = match &self.shared {
+            Some(shared) => shared
                 .erase_vendor(vendor_id)
                 .await
-                .map_err(|error| redis_failed(redis, error))?,
+                .map_err(shared_failed)?,
             None => 0,
         };
         self.repository.delete_vendor(vendor_id).await?;
@@ -309,17 +308,16 @@ impl Registrar {
     /// Fails when the vendor id was erased so recently that its tombstone
     /// stands: pool nodes would not save the new vendor's conversations.
     async fn refuse_recently_deleted(&self, vendor_id: &str) -> Result<(), RegistryError> {
-        let Some(redis) = &self.redis else {
+        let Some(shared) = &self.shared else {
             return Ok(());
         };
-        match redis.tombstone(vendor_id).await {
+        match shared.tombstone(vendor_id).await {
             Ok(None) => Ok(()),
             Ok(Some(retry_in)) => Err(RegistryError::RecentlyDeleted {
                 vendor_id: vendor_id.to_owned(),
                 retry_in,
             }),
-            Err(error) => Err(RegistryError::Redis {
-                url: redis.describe().to_owned(),
+            Err(error) => Err(RegistryError::SharedState {
                 error,
                 consequence: "nothing was registered, since whether the id was just erased is unknown; retry later, or leave vendor_id empty",
             }),

@@ -12,7 +12,7 @@ use tonic::transport::Server;
 use voca_common::membership::{Backoff, RingSource};
 use voca_common::RingParams;
 use voca_proto::v1::vendor_registry_server::VendorRegistryServer;
-use voca_storage::hot::RedisState;
+use voca_storage::hot::VendorChanges;
 use voca_storage::store::CharacterStore;
 
 use crate::registrar::Registrar;
@@ -32,7 +32,9 @@ pub struct RegistryConfig {
     pub ring_params: RingParams,
     pub repository: Arc<dyn VendorRepository>,
     pub store: Arc<dyn CharacterStore>,
-    pub redis: Option<Arc<RedisState>>,
+    /// State shared with the pool nodes, through which changes reach them
+    /// at once.
+    pub shared: Option<Arc<dyn VendorChanges>>,
     pub shutdown_deadline: Duration,
 }
 
@@ -73,7 +75,7 @@ pub async fn start(config: RegistryConfig) -> anyhow::Result<RunningRegistry> {
     let registrar = Arc::new(Registrar::new(
         config.repository,
         config.store,
-        config.redis,
+        config.shared,
         ring,
     ));
     let mut background: Vec<JoinHandle<()>> = watcher.into_iter().collect();

@@ -5,13 +5,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 /// Returns the path of a binary of this workspace, built beside the test
-/// executable by `cargo test --workspace`.
+/// executable (in `deps/` of the profile folder) or beside this crate's own
+/// binaries by `cargo test --workspace` or `cargo build --bins`.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target profile directory");
+    let mut dir = exe.parent().expect("executable folder");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir = dir.parent().expect("target profile directory");
+    }
     let path = dir.join(name);
     assert!(
         path.is_file(),

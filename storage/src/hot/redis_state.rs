@@ -1,8 +1,4 @@
-//! State shared by every pool node: characters read from the store, and
-//! conversation history, so that a vendor that moves to another pool node
-//! keeps its conversations and need not be read from the store again.
-//!
-//! [`RedisState`] keeps it in Redis under these keys:
+//! [`RedisState`]: the shared state in Redis, under these keys:
 //!
 //! - `voca:characters:{vendor_id}`: the vendor's files as read from the store
 //!   (a [`VendorFiles`] as JSON), with a TTL;
@@ -23,9 +19,6 @@
 //!   active-set entry only while it has no tombstone, each in one script, so
 //!   that a write still in flight when the vendor is erased cannot bring its
 //!   data back.
-//!
-//! [`LocalState`] keeps nothing, so each pool node uses only its own memory;
-//! it replaces Redis where none is installed.
 
 use std::time::Duration;
 
@@ -39,117 +32,19 @@ use tracing::Instrument;
 use voca_character::Turn;
 use voca_common::membership::Backoff;
 
-/// Turns kept per conversation in Redis; older turns are dropped first.
-pub const MAX_SESSION_TURNS: usize = 20;
-/// Time a vendor's files stay cached in Redis.
-pub const CHARACTER_TTL: Duration = Duration::from_secs(60 * 60);
-/// Time an idle conversation is kept in Redis.
-pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
-/// Time a vendor stays in a pool node's active set after it was loaded.
-pub const ACTIVE_TTL: Duration = Duration::from_secs(10 * 60);
-/// Time an erased vendor's tombstone is kept: longer than any message can
-/// stay in flight on a pool node.
-pub const TOMBSTONE_TTL: Duration = Duration::from_secs(2 * 60);
+use super::{
+    HotState, SharedStateError, VendorChanges, VendorFiles, ACTIVE_TTL, CHARACTER_TTL,
+    ERASED_VERSION, MAX_SESSION_TURNS, SESSION_TTL, TOMBSTONE_TTL,
+};
+
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A vendor's files as read from the character store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VendorFiles {
-    /// Version of the vendor's files these were read at.
-    #[serde(default)]
-    pub version: u64,
-    /// The `character.json` text.
-    pub character: String,
-    /// Knowledge files as (name relative to `knowledge-base/`, text).
-    pub documents: Vec<(String, String)>,
-    /// Whether the vendor is suspended, as its `metadata.json` says.
-    #[serde(default)]
-    pub suspended: bool,
-}
 
 /// One turn as stored in a Redis session list.
 #[derive(Serialize, Deserialize)]
 struct StoredTurn {
     user: bool,
     text: String,
-}
-
-/// Shared state of the pool nodes. Every method degrades instead of
-/// failing: when the state cannot be reached, reads return `None` and
-/// writes are dropped, and the pool node works from its own memory.
-#[async_trait]
-pub trait HotState: Send + Sync + 'static {
-    /// Returns the cached files of a vendor.
-    async fn vendor_files(&self, vendor_id: &str) -> Option<VendorFiles>;
-
-    /// Caches the files of a vendor.
-    async fn store_vendor_files(&self, vendor_id: &str, files: &VendorFiles);
-
-    /// Returns a conversation's turns, oldest first, or `None` when the
-    /// shared history cannot be read.
-    async fn history(&self, vendor_id: &str, user_id: &str) -> Option<Vec<Turn>>;
-
-    /// Appends a message and its reply to a conversation in one atomic step.
-    async fn append_exchange(&self, vendor_id: &str, user_id: &str, message: &str, reply: &str);
-
-    /// Records that `pool_id` loaded `vendor_id`.
-    async fn mark_active(&self, pool_id: &str, vendor_id: &str);
-
-    /// Counts one message that `pool_id` replied to.
-    async fn count_message(&self, pool_id: &str);
-
-    /// Returns the vendors `pool_id` has loaded recently.
-    async fn active_vendors(&self, pool_id: &str) -> Vec<String>;
-
-    /// Returns the current version of a vendor's files, or `None` when
-    /// versions are not tracked or cannot be read.
-    async fn vendor_version(&self, vendor_id: &str) -> Option<u64>;
-
-    /// Starts receiving the ids of vendors whose files changed, or returns
-    /// `None` when changes are not announced.
-    fn watch_changes(&self) -> Option<mpsc::Receiver<String>>;
-}
-
-/// No shared state: the stand-in for Redis where none is installed.
-pub struct LocalState;
-
-#[async_trait]
-impl HotState for LocalState {
-    async fn vendor_files(&self, _vendor_id: &str) -> Option<VendorFiles> {
-        None
-    }
-
-    async fn store_vendor_files(&self, _vendor_id: &str, _files: &VendorFiles) {}
-
-    async fn history(&self, _vendor_id: &str, _user_id: &str) -> Option<Vec<Turn>> {
-        None
-    }
-
-    async fn append_exchange(
-        &self,
-        _vendor_id: &str,
-        _user_id: &str,
-        _message: &str,
-        _reply: &str,
-    ) {
-    }
-
-    async fn mark_active(&self, _pool_id: &str, _vendor_id: &str) {}
-
-    async fn count_message(&self, _pool_id: &str) {}
-
-    async fn active_vendors(&self, _pool_id: &str) -> Vec<String> {
-        Vec::new()
-    }
-
-    async fn vendor_version(&self, _vendor_id: &str) -> Option<u64> {
-        None
-    }
-
-    fn watch_changes(&self) -> Option<mpsc::Receiver<String>> {
-        None
-    }
 }
 
 /// Shared state in Redis, over one multiplexed connection that reconnects
@@ -184,83 +79,16 @@ impl RedisState {
         })
     }
 
-    /// Announces that a vendor's files changed: raises its version, drops
-    /// the cached copy and publishes the vendor id, in one transaction.
-    /// Returns the new version.
-    pub async fn announce_change(&self, vendor_id: &str) -> Result<u64, redis::RedisError> {
-        let mut pipeline = redis::pipe();
-        pipeline
-            .atomic()
-            .incr(version_key(vendor_id), 1)
-            .del(character_key(vendor_id))
-            .ignore()
-            .publish(CHANGES_CHANNEL, vendor_id)
-            .ignore();
-        let mut connection = self.connection.clone();
-        let (version,): (u64,) = pipeline.query_async(&mut connection).await?;
-        Ok(version)
-    }
-
-    /// Returns how long the vendor's tombstone has left, or `None` when the
-    /// vendor has none.
-    pub async fn tombstone(&self, vendor_id: &str) -> Result<Option<Duration>, redis::RedisError> {
-        let mut connection = self.connection.clone();
-        let ttl: i64 = connection.pttl(tombstone_key(vendor_id)).await?;
-        // -2: no such key; -1: no expiry, which erase_vendor never leaves.
-        Ok(match ttl {
-            -2 => None,
-            -1 => Some(TOMBSTONE_TTL),
-            ttl => Some(Duration::from_millis(u64::try_from(ttl).unwrap_or(0))),
-        })
-    }
-
-    /// Sets the vendor's tombstone for [`TOMBSTONE_TTL`]: from now on pool
-    /// nodes neither cache nor load the vendor, nor save its conversations.
-    pub async fn set_tombstone(&self, vendor_id: &str) -> Result<(), redis::RedisError> {
-        let mut connection = self.connection.clone();
-        connection
-            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
-            .await
-    }
-
-    /// Erases everything Redis holds about a vendor: its cached files,
-    /// version, conversations, session index and active-set entries. It
-    /// first sets the vendor's tombstone for [`TOMBSTONE_TTL`], so that a
-    /// pool node's write still in flight is refused, and last announces the
-    /// change so that every pool node drops the vendor from memory. Returns
-    /// the number of keys deleted. Erasing a vendor twice is harmless.
-    pub async fn erase_vendor(&self, vendor_id: &str) -> Result<usize, redis::RedisError> {
-        let mut connection = self.connection.clone();
-        let index = session_index_key(vendor_id);
-        let (users, pools): (Vec<String>, Vec<String>) = redis::pipe()
-            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
-            .ignore()
-            .smembers(&index)
-            .smembers(POOLS_KEY)
-            .query_async(&mut connection)
-            .await?;
-        let mut keys: Vec<String> = users
-            .iter()
-            .map(|user| session_key(vendor_id, user))
-            .collect();
-        keys.extend([index, character_key(vendor_id), version_key(vendor_id)]);
-        let mut deleted = 0;
-        for chunk in keys.chunks(ERASE_BATCH) {
-            let count: usize = connection.del(chunk).await?;
-            deleted += count;
-        }
-        let mut pipeline = redis::pipe();
-        for pool in &pools {
-            pipeline.srem(active_key(pool), vendor_id).ignore();
-        }
-        pipeline.publish(CHANGES_CHANNEL, vendor_id).ignore();
-        pipeline.query_async::<()>(&mut connection).await?;
-        Ok(deleted)
-    }
-
     /// Returns the server's URL without a password, for logs.
-    pub fn describe(&self) -> &str {
+    pub fn url(&self) -> &str {
         &self.url
+    }
+
+    fn unavailable(&self, error: redis::RedisError) -> SharedStateError {
+        SharedStateError {
+            server: format!("Redis at {}", self.url),
+            message: error.to_string(),
+        }
     }
 
     /// Logs the outcome of a script that writes only while the vendor has no
@@ -362,6 +190,101 @@ fn redacted(url: &str) -> String {
             parsed.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[async_trait]
+impl VendorChanges for RedisState {
+    /// Announces that a vendor's files changed: raises its version, drops
+    /// the cached copy and publishes the vendor id, in one transaction.
+    /// Returns the new version.
+    async fn announce_change(&self, vendor_id: &str) -> Result<u64, SharedStateError> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .atomic()
+            .incr(version_key(vendor_id), 1)
+            .del(character_key(vendor_id))
+            .ignore()
+            .publish(CHANGES_CHANNEL, vendor_id)
+            .ignore();
+        let mut connection = self.connection.clone();
+        let (version,): (u64,) = pipeline
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(version)
+    }
+
+    /// Returns how long the vendor's tombstone has left, or `None` when the
+    /// vendor has none.
+    async fn tombstone(&self, vendor_id: &str) -> Result<Option<Duration>, SharedStateError> {
+        let mut connection = self.connection.clone();
+        let ttl: i64 = connection
+            .pttl(tombstone_key(vendor_id))
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        // -2: no such key; -1: no expiry, which erase_vendor never leaves.
+        Ok(match ttl {
+            -2 => None,
+            -1 => Some(TOMBSTONE_TTL),
+            ttl => Some(Duration::from_millis(u64::try_from(ttl).unwrap_or(0))),
+        })
+    }
+
+    /// Sets the vendor's tombstone for [`TOMBSTONE_TTL`]: from now on pool
+    /// nodes neither cache nor load the vendor, nor save its conversations.
+    async fn set_tombstone(&self, vendor_id: &str) -> Result<(), SharedStateError> {
+        let mut connection = self.connection.clone();
+        connection
+            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// Erases everything Redis holds about a vendor: its cached files,
+    /// version, conversations, session index and active-set entries. It
+    /// first sets the vendor's tombstone for [`TOMBSTONE_TTL`], so that a
+    /// pool node's write still in flight is refused, and last announces the
+    /// change so that every pool node drops the vendor from memory. Returns
+    /// the number of keys deleted. Erasing a vendor twice is harmless.
+    async fn erase_vendor(&self, vendor_id: &str) -> Result<usize, SharedStateError> {
+        let mut connection = self.connection.clone();
+        let index = session_index_key(vendor_id);
+        let (users, pools): (Vec<String>, Vec<String>) = redis::pipe()
+            .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
+            .ignore()
+            .smembers(&index)
+            .smembers(POOLS_KEY)
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        let mut keys: Vec<String> = users
+            .iter()
+            .map(|user| session_key(vendor_id, user))
+            .collect();
+        keys.extend([index, character_key(vendor_id), version_key(vendor_id)]);
+        let mut deleted = 0;
+        for chunk in keys.chunks(ERASE_BATCH) {
+            let count: usize = connection
+                .del(chunk)
+                .await
+                .map_err(|e| self.unavailable(e))?;
+            deleted += count;
+        }
+        let mut pipeline = redis::pipe();
+        for pool in &pools {
+            pipeline.srem(active_key(pool), vendor_id).ignore();
+        }
+        pipeline.publish(CHANGES_CHANNEL, vendor_id).ignore();
+        pipeline
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(deleted)
+    }
+
+    fn describe(&self) -> String {
+        format!("Redis at {}", self.url)
     }
 }
 
@@ -502,9 +425,6 @@ impl HotState for RedisState {
         }
     }
 }
-
-/// Version reported for a vendor with a tombstone.
-pub const ERASED_VERSION: u64 = u64::MAX;
 
 /// Keys deleted by one DEL while erasing a vendor.
 const ERASE_BATCH: usize = 512;
