@@ -1,11 +1,12 @@
 //! The vendor registry: the control plane that creates, changes, lists and
 //! erases vendors, over the `voca.v1.VendorRegistry` gRPC API.
 //!
-//! A vendor's metadata lives in PostgreSQL ([`db`]), its files in the
-//! character store, and what pool nodes share about it in Redis; the
-//! [`Registrar`] keeps the three consistent. No table stores which pool
-//! node serves a vendor: every gateway, pool node and the registry compute
-//! the owner from the consistent-hash ring.
+//! A vendor's metadata lives in PostgreSQL ([`db`]), or in an embedded
+//! SQLite file for the quickstart. Its files live in the character store,
+//! and what pool nodes share about it lives in Redis. The [`Registrar`]
+//! keeps the three consistent. No table stores which pool node serves a
+//! vendor: every gateway, pool node and the registry compute the owner from
+//! the consistent-hash ring.
 
 pub mod db;
 pub mod error;
@@ -16,6 +17,6 @@ pub mod server;
 pub mod service;
 pub mod template;
 
-pub use db::{Database, DatabaseConfig, DbError};
+pub use db::{Database, DatabaseConfig, DbError, SqliteDatabase};
 pub use registrar::Registrar;
 pub use repository::VendorRepository;

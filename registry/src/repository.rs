@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 
 use crate::db::{
-    Database, DbError, ListVendors, NewVendor, Vendor, VendorPage, VendorStatus, VendorUpdate,
+    Database, DbError, ListVendors, NewVendor, SqliteDatabase, Vendor, VendorPage, VendorStatus,
+    VendorUpdate,
 };
 
 /// Where the registry keeps vendor metadata.
@@ -75,5 +76,44 @@ impl VendorRepository for Database {
 
     fn describe(&self) -> String {
         format!("PostgreSQL at {}", self.address())
+    }
+}
+
+#[async_trait]
+impl VendorRepository for SqliteDatabase {
+    async fn insert_vendor(&self, vendor: &NewVendor) -> Result<Vendor, DbError> {
+        SqliteDatabase::insert_vendor(self, vendor).await
+    }
+
+    async fn get_vendor(&self, id: &str) -> Result<Vendor, DbError> {
+        SqliteDatabase::get_vendor(self, id).await
+    }
+
+    async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError> {
+        SqliteDatabase::update_vendor(self, id, update).await
+    }
+
+    async fn set_vendor_status(&self, id: &str, status: VendorStatus) -> Result<Vendor, DbError> {
+        SqliteDatabase::set_vendor_status(self, id, status).await
+    }
+
+    async fn delete_vendor(&self, id: &str) -> Result<bool, DbError> {
+        SqliteDatabase::delete_vendor(self, id).await
+    }
+
+    async fn delete_vendor_in_status(
+        &self,
+        id: &str,
+        status: VendorStatus,
+    ) -> Result<bool, DbError> {
+        SqliteDatabase::delete_vendor_in_status(self, id, status).await
+    }
+
+    async fn list_vendors(&self, request: &ListVendors) -> Result<VendorPage, DbError> {
+        SqliteDatabase::list_vendors(self, request).await
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite at {}", self.location())
     }
 }

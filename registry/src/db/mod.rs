@@ -1,11 +1,14 @@
 //! PostgreSQL storage of vendor metadata, through diesel-async on a bounded
-//! bb8 pool of tokio-postgres connections (no libpq).
+//! bb8 pool of tokio-postgres connections (no libpq), and an embedded SQLite
+//! store of vendors for the quickstart ([`SqliteDatabase`]).
 
 mod error;
 mod migrate;
 mod pool;
 mod routes;
 pub mod schema;
+mod sqlite;
+pub mod sqlite_schema;
 mod vendors;
 
 use std::fmt;
@@ -21,6 +24,7 @@ use pool::LastConnectError;
 
 pub use error::DbError;
 pub use routes::{MessageRoute, NewMessageRoute};
+pub use sqlite::SqliteDatabase;
 pub use vendors::{
     ListVendors, NewVendor, Vendor, VendorPage, VendorStatus, VendorUpdate, MAX_PAGE_SIZE,
 };

@@ -287,13 +287,7 @@ impl Database {
     /// Returns one page of vendors in id order (byte order), filtered by
     /// status and business type when those are set.
     pub async fn list_vendors(&self, request: &ListVendors) -> Result<VendorPage, DbError> {
-        if !(1..=MAX_PAGE_SIZE).contains(&request.page_size) {
-            return Err(DbError::InvalidInput(voca_common::input::InvalidInput {
-                field: "page_size",
-                value: request.page_size.to_string(),
-                reason: format!("use 1 to {MAX_PAGE_SIZE}"),
-            }));
-        }
+        check_page_size(request.page_size)?;
         let mut query = vendors::table
             .select(VendorRow::as_select())
             .order(vendors::id.asc())
@@ -331,6 +325,19 @@ impl Database {
             next_page_token,
         })
     }
+}
+
+/// Fails with [`DbError::InvalidInput`] unless `page_size` is 1 to
+/// [`MAX_PAGE_SIZE`].
+pub(super) fn check_page_size(page_size: u32) -> Result<(), DbError> {
+    if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+        return Err(DbError::InvalidInput(voca_common::input::InvalidInput {
+            field: "page_size",
+            value: page_size.to_string(),
+            reason: format!("use 1 to {MAX_PAGE_SIZE}"),
+        }));
+    }
+    Ok(())
 }
 
 pub(super) fn vendor_not_found(id: &str) -> DbError {
