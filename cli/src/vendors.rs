@@ -1,8 +1,9 @@
 //! `voca vendors`: register, import, show, list and delete vendors through
 //! a gateway started with `--registry`, or through voca-registry itself.
 
+use std::collections::HashSet;
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,10 @@ const MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 const IMPORT_BUFFER: usize = 256;
 /// Registrations between two progress lines of an import.
 const PROGRESS_EVERY: u64 = 10_000;
+/// Times an import sends again the records that failed with UNAVAILABLE.
+const IMPORT_RETRIES: u32 = 3;
+/// Wait before the first resend; each later one waits one more of these.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 #[derive(ClapArgs, Debug)]
 pub struct Args {
@@ -285,12 +290,82 @@ fn describe(vendor: &Vendor) -> String {
 }
 
 /// Streams every record of a JSON Lines file to ImportVendors and reports
-/// each failure with its line number.
+/// each failure with its line number. Records that fail with UNAVAILABLE
+/// are sent again in a new stream, up to [`IMPORT_RETRIES`] times, unless
+/// they came from standard input, which cannot be read twice.
 async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> anyhow::Result<()> {
+    let from_stdin = file.as_os_str() == "-";
+    let started = Instant::now();
+    let mut totals = ImportRound::default();
+    let mut only_lines: Option<HashSet<u64>> = None;
+    for attempt in 0..=IMPORT_RETRIES {
+        let round =
+            import_round(&mut client, &file, only_lines.as_ref(), totals.registered).await?;
+        totals.registered += round.registered;
+        totals.failed += round.failed;
+        if attempt == 0 {
+            totals.unreadable = round.unreadable;
+        }
+        if round.unavailable.is_empty() {
+            break;
+        }
+        if from_stdin || attempt == IMPORT_RETRIES {
+            for (line, message) in &round.unavailable {
+                eprintln!("line {line}: Unavailable: {message}");
+            }
+            totals.failed += round.unavailable.len() as u64;
+            break;
+        }
+        let delay = RETRY_DELAY * (attempt + 1);
+        eprintln!(
+            "retrying {} records that failed with UNAVAILABLE in {} s",
+            round.unavailable.len(),
+            delay.as_secs()
+        );
+        tokio::time::sleep(delay).await;
+        only_lines = Some(round.unavailable.iter().map(|(line, _)| *line).collect());
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "imported {} vendors in {:.1} s ({:.0} vendors/s); {} failed, {} lines unreadable",
+        totals.registered,
+        elapsed.as_secs_f64(),
+        totals.registered as f64 / elapsed.as_secs_f64().max(1e-9),
+        totals.failed,
+        totals.unreadable
+    );
+    anyhow::ensure!(
+        totals.failed == 0 && totals.unreadable == 0,
+        "{} of the records were not registered",
+        totals.failed + totals.unreadable
+    );
+    Ok(())
+}
+
+/// Outcome of one import stream.
+#[derive(Debug, Default)]
+struct ImportRound {
+    registered: u64,
+    /// Records that failed for good, each reported already.
+    failed: u64,
+    unreadable: u64,
+    /// Line number and message of each record that failed with UNAVAILABLE.
+    unavailable: Vec<(u64, String)>,
+}
+
+/// Sends the records of `file` (only the lines in `only_lines`, when given)
+/// over one ImportVendors stream. `registered_before` keeps the progress
+/// count running across rounds.
+async fn import_round(
+    client: &mut VendorRegistryClient<Channel>,
+    file: &Path,
+    only_lines: Option<&HashSet<u64>>,
+    registered_before: u64,
+) -> anyhow::Result<ImportRound> {
     let reader: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
         Box::new(std::io::BufReader::new(std::io::stdin()))
     } else {
-        let opened = std::fs::File::open(&file)
+        let opened = std::fs::File::open(file)
             .map_err(|e| anyhow::anyhow!("opening {} failed: {e}", file.display()))?;
         Box::new(std::io::BufReader::new(opened))
     };
@@ -299,10 +374,17 @@ async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> any
     let (sender, receiver) = mpsc::channel(IMPORT_BUFFER);
     let reader_lines = lines.clone();
     let shown = file.display().to_string();
+    let only_lines = only_lines.cloned();
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut unreadable = 0;
         for (number, line) in reader.lines().enumerate() {
             let number = number as u64 + 1;
+            if only_lines
+                .as_ref()
+                .is_some_and(|only| !only.contains(&number))
+            {
+                continue;
+            }
             let line =
                 line.map_err(|e| anyhow::anyhow!("reading {shown} failed at line {number}: {e}"))?;
             if line.trim().is_empty() {
@@ -331,23 +413,28 @@ async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> any
         .await
         .map_err(status_error)?
         .into_inner();
-    let (mut registered, mut failed) = (0u64, 0u64);
+    let mut round = ImportRound::default();
     while let Some(response) = responses.next().await {
         let response = response.map_err(status_error)?;
         if response.code == Code::Ok as i32 {
-            registered += 1;
-            if registered % PROGRESS_EVERY == 0 {
-                let rate = registered as f64 / started.elapsed().as_secs_f64();
-                eprintln!("registered {registered} vendors ({rate:.0}/s)");
+            round.registered += 1;
+            let total = registered_before + round.registered;
+            if total.is_multiple_of(PROGRESS_EVERY) {
+                let rate = round.registered as f64 / started.elapsed().as_secs_f64();
+                eprintln!("registered {total} vendors ({rate:.0}/s)");
             }
+            continue;
+        }
+        let line = lines
+            .lock()
+            .expect("line index lock")
+            .get(response.index as usize)
+            .copied()
+            .unwrap_or_default();
+        if response.code == Code::Unavailable as i32 {
+            round.unavailable.push((line, response.message));
         } else {
-            failed += 1;
-            let line = lines
-                .lock()
-                .expect("line index lock")
-                .get(response.index as usize)
-                .copied()
-                .unwrap_or_default();
+            round.failed += 1;
             eprintln!(
                 "line {line} ({}): {:?}: {}",
                 response.vendor_id,
@@ -356,19 +443,8 @@ async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> any
             );
         }
     }
-    let unreadable = reading.await??;
-    let elapsed = started.elapsed();
-    println!(
-        "imported {registered} vendors in {:.1} s ({:.0} vendors/s); {failed} failed, {unreadable} lines unreadable",
-        elapsed.as_secs_f64(),
-        registered as f64 / elapsed.as_secs_f64().max(1e-9)
-    );
-    anyhow::ensure!(
-        failed == 0 && unreadable == 0,
-        "{} of the records were not registered",
-        failed + unreadable
-    );
-    Ok(())
+    round.unreadable = reading.await??;
+    Ok(round)
 }
 
 #[cfg(test)]

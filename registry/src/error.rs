@@ -42,7 +42,7 @@ pub enum RegistryError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The state shared with the pool nodes (Redis) could not be reached;
-    /// `consequence` says what happened to the operation.
+    /// `consequence` describes what happened to the operation.
     #[error("{error}; {consequence}")]
     SharedState {
         error: SharedStateError,
@@ -55,7 +55,7 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
-    /// An invalid field with its value quoted.
+    /// Builds an invalid-field error with the value quoted.
     pub fn invalid(field: impl Into<String>, value: &str, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),

@@ -32,7 +32,7 @@ use crate::template::TemplateLibrary;
 /// Attempts at a generated id before giving up; each collides with
 /// probability about n / 2^32 for n vendors sharing the name's slug.
 const GENERATED_ID_ATTEMPTS: usize = 4;
-/// Longest name slug in a generated id, in bytes.
+/// Maximum length of the name slug in a generated id, in bytes.
 const MAX_SLUG_BYTES: usize = 48;
 
 /// A vendor with the pool node that owns it on the registry's ring.
@@ -43,7 +43,7 @@ pub struct PlacedVendor {
     pub pool: Option<(String, String)>,
 }
 
-/// What an erasure removed.
+/// Counts of what an erasure removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Erasure {
     /// Whether the vendor had a metadata row.
@@ -80,7 +80,7 @@ impl Registrar {
         }
     }
 
-    /// The business templates, for seeding the store at start.
+    /// Returns the business templates, for seeding the store at start.
     pub fn templates(&self) -> &TemplateLibrary {
         &self.templates
     }
@@ -170,7 +170,7 @@ impl Registrar {
         Ok((placed, next_page_token))
     }
 
-    /// Writes a new version of a vendor and tells the pool nodes.
+    /// Writes a new version of a vendor and announces it to the pool nodes.
     pub async fn update(&self, update: Update) -> Result<PlacedVendor, RegistryError> {
         let vendor_id = update.vendor_id.as_str();
         let current = self.repository.get_vendor(vendor_id).await?;
@@ -306,7 +306,8 @@ impl Registrar {
     }
 
     /// Fails when the vendor id was erased so recently that its tombstone
-    /// stands: pool nodes would not save the new vendor's conversations.
+    /// still exists, because pool nodes would not save the new vendor's
+    /// conversations.
     async fn refuse_recently_deleted(&self, vendor_id: &str) -> Result<(), RegistryError> {
         let Some(shared) = &self.shared else {
             return Ok(());

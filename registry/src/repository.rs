@@ -8,7 +8,7 @@ use crate::db::{
     VendorUpdate,
 };
 
-/// Where the registry keeps vendor metadata.
+/// Storage of the registry's vendor metadata.
 #[async_trait]
 pub trait VendorRepository: Send + Sync + 'static {
     /// Inserts a vendor; [`DbError::AlreadyExists`] when the id is taken.

@@ -19,24 +19,24 @@ pub const MAX_KNOWLEDGE_DOCUMENT_BYTES: usize = 1024 * 1024;
 pub const MAX_KNOWLEDGE_DOCUMENTS: usize = 32;
 /// Largest total size of the knowledge documents of one request, in bytes.
 pub const MAX_KNOWLEDGE_REQUEST_BYTES: usize = 8 * 1024 * 1024;
-/// Longest knowledge document name, in bytes.
+/// Maximum length of a knowledge document name, in bytes.
 pub const MAX_DOCUMENT_NAME_BYTES: usize = 200;
-/// Longest business name, in characters.
+/// Maximum length of a business name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
-/// Longest business description, in bytes.
+/// Maximum length of a business description, in bytes.
 pub const MAX_DESCRIPTION_BYTES: usize = 4 * 1024;
-/// Longest fact (an opening-hours line, the location, an offering or a
-/// policy), in bytes.
+/// Maximum length of a fact (an opening-hours line, the location, an
+/// offering or a policy), in bytes.
 pub const MAX_FACT_BYTES: usize = 1024;
-/// Most entries in each list of facts.
+/// Maximum number of entries in each list of facts.
 pub const MAX_FACTS: usize = 100;
-/// Longest business type, in bytes.
+/// Maximum length of a business type, in bytes.
 pub const MAX_BUSINESS_TYPE_BYTES: usize = 64;
 /// Business type recorded for a vendor registered with its own character
 /// file and no type.
 pub const CUSTOM_BUSINESS_TYPE: &str = "custom";
 
-/// Where a vendor's character comes from.
+/// The source of a vendor's character.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CharacterSource {
     /// Generated from the template named by the business type.
@@ -64,7 +64,7 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// The vendor's name: the business name, or the character's name.
+    /// Returns the vendor's name: the business name, or the character's name.
     pub fn name(&self) -> &str {
         match &self.character {
             CharacterSource::Template(profile) => &profile.name,
@@ -264,8 +264,8 @@ fn check_fact(field: &str, fact: &str) -> Result<(), RegistryError> {
     Ok(())
 }
 
-/// Checks a character file: at most 1 MiB of JSON that parses as an
-/// ElizaOS character.
+/// Checks a character file: at most 1 MiB of JSON or JSON5 that parses as
+/// an ElizaOS character.
 fn character_file(field: &str, bytes: Vec<u8>) -> Result<CharacterSource, RegistryError> {
     let shown = || String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
     if bytes.len() > MAX_CHARACTER_FILE_BYTES {
@@ -278,18 +278,12 @@ fn character_file(field: &str, bytes: Vec<u8>) -> Result<CharacterSource, Regist
             ),
         ));
     }
-    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
-        return Err(RegistryError::invalid(
-            field,
-            &shown(),
-            format!("is not JSON: {error}; send the character file as JSON"),
-        ));
-    }
+    // ElizaOS reads character files as JSON5, which JSON files are too.
     let character = parse_character(&bytes).map_err(|error| {
         RegistryError::invalid(
             field,
             &shown(),
-            format!("is not an ElizaOS character: {error}"),
+            format!("is not an ElizaOS character in JSON or JSON5: {error}"),
         )
     })?;
     Ok(CharacterSource::File {
@@ -426,19 +420,28 @@ mod tests {
         assert_eq!(checked.name(), "Dobby");
         assert_eq!(checked.business_type, CUSTOM_BUSINESS_TYPE);
 
-        let cases: [(&[u8], &str); 3] = [
-            (b"name: 'Dobby'", "is not JSON"),
-            (br#"{"bio": "no name"}"#, "is not an ElizaOS character"),
-            (br#"["Dobby"]"#, "is not an ElizaOS character"),
+        let json5 = register(v1::register_vendor_request::Character::CharacterFile(
+            b"// ElizaOS reads JSON5\n{name: 'Dobby', bio: ['a free elf',],}".to_vec(),
+        ));
+        assert_eq!(registration(json5).unwrap().name(), "Dobby");
+
+        let cases: [&[u8]; 4] = [
+            b"name: 'Dobby'",
+            br#"{"bio": "no name"}"#,
+            br#"["Dobby"]"#,
+            b"\xff\xfe",
         ];
-        for (bytes, reason_start) in cases {
+        for bytes in cases {
             let request = register(v1::register_vendor_request::Character::CharacterFile(
                 bytes.to_vec(),
             ));
             match registration(request) {
                 Err(RegistryError::Invalid { field, reason, .. }) => {
                     assert_eq!(field, "character_file");
-                    assert!(reason.starts_with(reason_start), "{reason}");
+                    assert!(
+                        reason.starts_with("is not an ElizaOS character"),
+                        "{reason}"
+                    );
                 }
                 other => panic!("{other:?}"),
             }

@@ -27,7 +27,7 @@ pub const MAX_REQUEST_BYTES: usize = 12 * 1024 * 1024;
 
 pub struct RegistryConfig {
     pub listen: SocketAddr,
-    /// Where the pool nodes are, to report each vendor's owner.
+    /// Source of the ring's members, used to report each vendor's owner.
     pub ring_source: RingSource,
     pub ring_params: RingParams,
     pub repository: Arc<dyn VendorRepository>,

@@ -226,6 +226,14 @@ fn prepend_bio(character: &mut Map<String, Value>, description: &str) {
     character.insert("bio".to_owned(), Value::Array(bio));
 }
 
+/// Ends `text` with a full stop unless it ends with punctuation already.
+fn sentence(mut text: String) -> String {
+    if !text.ends_with(['.', '!', '?', ')', '"']) {
+        text.push('.');
+    }
+    text
+}
+
 /// Turns the profile's facts into knowledge strings, one fact each, led by
 /// the kind of fact so that a question about it finds the string.
 fn knowledge_strings(profile: &BusinessProfile) -> Vec<String> {
@@ -237,11 +245,11 @@ fn knowledge_strings(profile: &BusinessProfile) -> Vec<String> {
         .map(|h| clean(h))
         .filter(|h| !h.is_empty())
     {
-        knowledge.push(format!("Opening hours: {hours}"));
+        knowledge.push(sentence(format!("Opening hours: {hours}")));
     }
     let location = clean(&profile.location);
     if !location.is_empty() {
-        knowledge.push(format!("Location and address: {location}"));
+        knowledge.push(sentence(format!("Location and address: {location}")));
     }
     for offering in profile
         .offerings
@@ -249,7 +257,7 @@ fn knowledge_strings(profile: &BusinessProfile) -> Vec<String> {
         .map(|o| clean(o))
         .filter(|o| !o.is_empty())
     {
-        knowledge.push(format!("We offer {offering}"));
+        knowledge.push(sentence(format!("We offer {offering}")));
     }
     for policy in profile
         .policies
@@ -257,7 +265,7 @@ fn knowledge_strings(profile: &BusinessProfile) -> Vec<String> {
         .map(|p| clean(p))
         .filter(|p| !p.is_empty())
     {
-        knowledge.push(format!("Policy: {policy}"));
+        knowledge.push(sentence(format!("Our policy: {policy}")));
     }
     knowledge
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Command-line gRPC client for the Voca mesh gateway.
+"""Command-line gRPC client for the Voca mesh gateway and its vendor API.
 
 Generates Python stubs from the repository's proto/ directory into a temporary
 directory with grpc_tools.protoc on every run, so no generated code is stored
@@ -13,6 +13,9 @@ Examples:
     voca_client.py send --target 127.0.0.1:50051 --vendor rosies-bakery \\
         --user web:amelia --text "How much is a sourdough loaf?"
     voca_client.py route --target 127.0.0.1:50051 --vendor rosies-bakery
+    voca_client.py register --target 127.0.0.1:50051 --vendor crumb --name "Crumb & Co" \\
+        --type retail --offering "rye bread at £3.40 a loaf"
+    voca_client.py delete --target 127.0.0.1:50051 --vendor crumb
     voca_client.py --check-stubs
 """
 
@@ -29,7 +32,7 @@ from pathlib import Path
 from types import ModuleType
 
 DEFAULT_PROTO_DIR = Path(__file__).resolve().parents[2] / "proto"
-PROTO_FILES = ("voca/v1/gateway.proto", "voca/v1/pool.proto")
+PROTO_FILES = ("voca/v1/gateway.proto", "voca/v1/pool.proto", "voca/v1/registry.proto")
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
 EXIT_STUB_GENERATION_FAILED = 1
@@ -63,15 +66,24 @@ def generate_stubs(proto_dir: Path, out_dir: Path) -> None:
         raise StubGenerationError(f"grpc_tools.protoc exited with status {status} on {proto_dir}")
 
 
+class Stubs:
+    """The generated gateway and registry modules."""
+
+    def __init__(self, out_dir: Path) -> None:
+        # The generated *_pb2_grpc modules import "voca.v1.*_pb2", so out_dir
+        # must be first on sys.path, ahead of any other package named voca.
+        sys.path.insert(0, str(out_dir))
+        importlib.invalidate_caches()
+        self.messages = importlib.import_module("voca.v1.gateway_pb2")
+        self.services = importlib.import_module("voca.v1.gateway_pb2_grpc")
+        self.registry_messages = importlib.import_module("voca.v1.registry_pb2")
+        self.registry_services = importlib.import_module("voca.v1.registry_pb2_grpc")
+
+
 def import_stubs(out_dir: Path) -> tuple[ModuleType, ModuleType]:
     """Import the generated gateway modules, returning (gateway_pb2, gateway_pb2_grpc)."""
-    # The generated *_pb2_grpc module imports "voca.v1.gateway_pb2", so out_dir
-    # must be first on sys.path, ahead of any other package named voca.
-    sys.path.insert(0, str(out_dir))
-    importlib.invalidate_caches()
-    messages = importlib.import_module("voca.v1.gateway_pb2")
-    services = importlib.import_module("voca.v1.gateway_pb2_grpc")
-    return messages, services
+    stubs = Stubs(out_dir)
+    return stubs.messages, stubs.services
 
 
 def message_to_dict(message) -> dict:
@@ -120,6 +132,29 @@ def call_gateway(args: argparse.Namespace, messages: ModuleType, services: Modul
         return stub.Route(request, timeout=args.timeout)
 
 
+def call_registry(args: argparse.Namespace, stubs: Stubs):
+    """Send one VendorRegistry request to args.target and return the response."""
+    import grpc
+
+    messages = stubs.registry_messages
+    with grpc.insecure_channel(args.target) as channel:
+        stub = stubs.registry_services.VendorRegistryStub(channel)
+        if args.command == "register":
+            profile = messages.BusinessProfile(
+                name=args.name,
+                business_type=args.type,
+                description=args.description,
+                opening_hours=args.hours,
+                location=args.location,
+                offerings=args.offering,
+                policies=args.policy,
+            )
+            request = messages.RegisterVendorRequest(vendor_id=args.vendor, profile=profile)
+            return stub.RegisterVendor(request, timeout=args.timeout)
+        request = messages.DeleteVendorRequest(vendor_id=args.vendor)
+        return stub.DeleteVendor(request, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Call the Voca mesh Gateway service and print the response as JSON.",
@@ -161,6 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     route = commands.add_parser("route", help="call Gateway.Route")
     add_common(route)
+
+    register = commands.add_parser(
+        "register", help="call VendorRegistry.RegisterVendor with a business profile"
+    )
+    add_common(register)
+    register.add_argument("--name", required=True, help="business name")
+    register.add_argument("--type", required=True, help="business type, such as retail")
+    register.add_argument("--description", default="", help="one or two sentences")
+    register.add_argument("--location", default="", help="address or service area")
+    for flag, what in (("--hours", "opening hours"), ("--offering", "product or service"),
+                       ("--policy", "policy")):
+        register.add_argument(flag, action="append", default=[], help=f"{what}; repeatable")
+
+    delete = commands.add_parser("delete", help="call VendorRegistry.DeleteVendor")
+    add_common(delete)
     return parser
 
 
@@ -168,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.check_stubs and args.command is None:
-        parser.error("a command (send or route) or --check-stubs is required")
+        parser.error("a command (send, route, register or delete) or --check-stubs is required")
 
     with tempfile.TemporaryDirectory(prefix="voca-stubs-") as out_dir:
         try:
@@ -176,16 +226,19 @@ def main(argv: list[str] | None = None) -> int:
         except StubGenerationError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_STUB_GENERATION_FAILED
-        messages, services = import_stubs(Path(out_dir))
+        stubs = Stubs(Path(out_dir))
 
     if args.check_stubs:
-        print(json.dumps(check_stubs(messages, services)))
+        print(json.dumps(check_stubs(stubs.messages, stubs.services)))
         return 0
 
     import grpc
 
     try:
-        response = call_gateway(args, messages, services)
+        if args.command in ("register", "delete"):
+            response = call_registry(args, stubs)
+        else:
+            response = call_gateway(args, stubs.messages, stubs.services)
     except grpc.RpcError as error:
         print(json.dumps({"code": error.code().name, "details": error.details()}))
         return EXIT_RPC_ERROR

@@ -71,7 +71,7 @@ impl StorageMesh {
         spawn_storage_pool(&self.mesh, &self.garage, &self.redis, node_id)
     }
 
-    /// A vendor API client through the gateway.
+    /// Connects a vendor API client through the gateway.
     pub async fn registry_client(&self) -> VendorRegistryClient<Channel> {
         registry_client(&self.gateway.address()).await
     }
@@ -152,7 +152,7 @@ pub fn spawn_registry(
             "--database-url",
             database_url,
             "--database-connect-timeout",
-            "1",
+            "3",
             "--redis",
             &redis.url(),
             "--shutdown-deadline",

@@ -21,7 +21,7 @@ const CHANGES_BUFFER: usize = 1024;
 /// State shared by the pool nodes and the registry of one process, with
 /// the same behaviour as [`RedisState`](super::RedisState): entries expire
 /// after the same TTLs, versions rise on every change, and a tombstone
-/// refuses writes for an erased vendor. It stands in for Redis in the
+/// rejects writes for an erased vendor. It replaces Redis in the
 /// quickstart, where every server runs in one process.
 pub struct MemoryState {
     entries: Mutex<Entries>,

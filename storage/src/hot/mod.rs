@@ -46,7 +46,7 @@ pub struct VendorFiles {
     pub character: String,
     /// Knowledge files as (name relative to `knowledge-base/`, text).
     pub documents: Vec<(String, String)>,
-    /// Whether the vendor is suspended, as its `metadata.json` says.
+    /// Whether the vendor is suspended, as its `metadata.json` states.
     #[serde(default)]
     pub suspended: bool,
 }
@@ -145,7 +145,7 @@ pub struct SharedStateError {
 #[async_trait]
 pub trait VendorChanges: Send + Sync + 'static {
     /// Announces that a vendor's files changed: raises its version, drops
-    /// the cached copy and tells every pool node. Returns the new version.
+    /// the cached copy and notifies every pool node. Returns the new version.
     async fn announce_change(&self, vendor_id: &str) -> Result<u64, SharedStateError>;
 
     /// Returns how long the vendor's tombstone has left, or `None` when the
@@ -156,9 +156,9 @@ pub trait VendorChanges: Send + Sync + 'static {
     /// nodes neither cache nor load the vendor, nor save its conversations.
     async fn set_tombstone(&self, vendor_id: &str) -> Result<(), SharedStateError>;
 
-    /// Erases everything the state holds about a vendor (cached files,
+    /// Erases everything the state stores about a vendor (cached files,
     /// version, conversations, active-set entries), sets its tombstone, and
-    /// tells every pool node to drop it. Returns the number of entries
+    /// notifies every pool node to drop it. Returns the number of entries
     /// deleted. Erasing a vendor twice is harmless.
     async fn erase_vendor(&self, vendor_id: &str) -> Result<usize, SharedStateError>;
 

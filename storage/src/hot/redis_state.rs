@@ -241,7 +241,7 @@ impl VendorChanges for RedisState {
             .map_err(|e| self.unavailable(e))
     }
 
-    /// Erases everything Redis holds about a vendor: its cached files,
+    /// Erases everything Redis stores about a vendor: its cached files,
     /// version, conversations, session index and active-set entries. It
     /// first sets the vendor's tombstone for [`TOMBSTONE_TTL`], so that a
     /// pool node's write still in flight is refused, and last announces the

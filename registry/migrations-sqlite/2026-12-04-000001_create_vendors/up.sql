@@ -4,7 +4,7 @@
 -- PostgreSQL, so this store has none of them.
 --
 -- STRICT makes SQLite reject values of the wrong type instead of converting
--- them. Timestamps are TEXT such as '2026-12-05 10:00:00.123456+00:00', the
+-- them. Timestamps are TEXT such as '2026-12-04 10:00:00.123456+00:00', the
 -- format that diesel reads and writes for TimestamptzSqlite.
 
 CREATE TABLE vendors (
