@@ -400,10 +400,15 @@ impl Registrar {
             created_at: now,
             updated_at: now,
         };
-        self.write_metadata(&vendor, profile).await?;
-        self.store
-            .write_vendor_file(vendor_id, "character.json", character.as_bytes())
-            .await?;
+        // Pool nodes load a vendor once its character exists, so the
+        // knowledge documents go first. A missing metadata.json reads as
+        // active, which a new vendor is, so it is written alongside.
+        tokio::try_join!(self.write_metadata(&vendor, profile), async {
+            self.store
+                .write_vendor_file(vendor_id, "character.json", character.as_bytes())
+                .await
+                .map_err(RegistryError::from)
+        })?;
         Ok(())
     }
 

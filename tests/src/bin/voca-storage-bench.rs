@@ -83,9 +83,18 @@ async fn main() -> anyhow::Result<()> {
     let s3_cold = latencies(&mesh, &ids).await?;
     let warm = latencies(&mesh, &ids).await?;
 
-    // Restarted pool nodes read the same vendors from Redis.
+    // Restarted pool nodes read the same vendors from Redis. Their active
+    // sets are dropped first, or each node would preload its vendors at
+    // start and the messages would find them in memory.
     for pool in &mut mesh.pools {
         pool.process.terminate(Duration::from_secs(10)).await;
+    }
+    let mut redis = mesh.redis.connection().await;
+    for pool in POOLS {
+        redis::cmd("DEL")
+            .arg(format!("voca:active:{pool}"))
+            .query_async::<()>(&mut redis)
+            .await?;
     }
     mesh.pools = POOLS.iter().map(|id| mesh.spawn_pool(id)).collect();
     wait_ring_size(&mesh.gateway.address(), POOLS.len()).await;
