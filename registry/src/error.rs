@@ -37,6 +37,10 @@ pub enum RegistryError {
     },
     #[error("registration of vendor {0:?} is still in progress; wait for it, or delete the vendor to cancel it")]
     RegistrationInProgress(String),
+    /// The vendor was erased while the call wrote its files, which were
+    /// then removed.
+    #[error("vendor {0:?} was deleted while this request ran, so nothing of it was kept")]
+    DeletedMeanwhile(String),
     #[error(transparent)]
     Database(DbError),
     #[error(transparent)]
@@ -93,6 +97,7 @@ impl From<RegistryError> for Status {
             RegistryError::Invalid { .. } => Status::invalid_argument(message),
             RegistryError::AlreadyExists(_) => Status::already_exists(message),
             RegistryError::NotFound(_) => Status::not_found(message),
+            RegistryError::DeletedMeanwhile(_) => Status::aborted(message),
             RegistryError::RecentlyDeleted { .. } | RegistryError::RegistrationInProgress(_) => {
                 Status::failed_precondition(message)
             }

@@ -113,10 +113,16 @@ impl Registrar {
             }
             None => self.claim_generated_id(&registration).await?,
         };
-        let written = self
-            .write_files(&vendor_id, &registration, &character)
-            .await;
-        let activated = match written {
+        let written = async {
+            self.write_files(&vendor_id, &registration, &character)
+                .await?;
+            // A generated id is unknown to anyone who could delete it.
+            if registration.vendor_id.is_some() {
+                self.refuse_deleted_meanwhile(&vendor_id).await?;
+            }
+            Ok::<_, RegistryError>(())
+        };
+        let activated = match written.await {
             Ok(()) => self
                 .repository
                 .set_vendor_status(&vendor_id, VendorStatus::Active)
@@ -201,6 +207,12 @@ impl Registrar {
             self.store
                 .write_vendor_file(vendor_id, "character.json", character.as_bytes())
                 .await?;
+        }
+        if let Err(error) = self.refuse_deleted_meanwhile(vendor_id).await {
+            if matches!(error, RegistryError::DeletedMeanwhile(_)) {
+                self.store.delete_vendor(vendor_id).await?;
+            }
+            return Err(error);
         }
         let name = update.character.as_ref().map(|source| match source {
             CharacterSource::Template(profile) => profile.name.clone(),
@@ -321,6 +333,25 @@ impl Registrar {
             Err(error) => Err(RegistryError::SharedState {
                 error,
                 consequence: "nothing was registered, since whether the id was just erased is unknown; retry later, or leave vendor_id empty",
+            }),
+        }
+    }
+
+    /// Fails with [`RegistryError::DeletedMeanwhile`] when the vendor was
+    /// erased while this call wrote its files. An erasure sets the tombstone
+    /// before it deletes files, so a write that finished before this check
+    /// either was deleted by the erasure or is found here, and the caller
+    /// removes it.
+    async fn refuse_deleted_meanwhile(&self, vendor_id: &str) -> Result<(), RegistryError> {
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.tombstone(vendor_id).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(RegistryError::DeletedMeanwhile(vendor_id.to_owned())),
+            Err(error) => Err(RegistryError::SharedState {
+                error,
+                consequence: "whether the vendor was deleted meanwhile is unknown, so this change was not kept; retry later",
             }),
         }
     }
@@ -500,7 +531,146 @@ pub fn slug(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use voca_common::RingParams;
+    use voca_storage::hot::{HotState, MemoryState};
+    use voca_storage::store::FileStore;
+
     use super::*;
+    use crate::db::SqliteDatabase;
+    use crate::template::BusinessProfile;
+
+    /// A registrar over an in-memory SQLite database, a folder store and
+    /// in-process shared state, with an empty ring.
+    fn registrar(root: &std::path::Path) -> (Registrar, Arc<MemoryState>, Arc<FileStore>) {
+        let shared = Arc::new(MemoryState::new());
+        let store = Arc::new(FileStore::new(root));
+        let registrar = Registrar::new(
+            Arc::new(SqliteDatabase::open_in_memory().unwrap()),
+            store.clone(),
+            Some(shared.clone()),
+            RingHandle::new(RingParams::default()),
+        );
+        (registrar, shared, store)
+    }
+
+    fn registration(vendor_id: Option<&str>, price: &str) -> Registration {
+        Registration {
+            vendor_id: vendor_id.map(str::to_owned),
+            business_type: "retail".to_owned(),
+            character: CharacterSource::Template(BusinessProfile {
+                name: "Crumb & Co".to_owned(),
+                offerings: vec![format!("rye bread at {price}")],
+                ..BusinessProfile::default()
+            }),
+            knowledge: vec![Document {
+                name: "menu.md".to_owned(),
+                text: "Rye, spelt and sourdough.".to_owned(),
+            }],
+        }
+    }
+
+    fn update(vendor_id: &str, price: &str) -> Update {
+        let CharacterSource::Template(profile) = registration(None, price).character else {
+            unreachable!("registration() builds a template registration");
+        };
+        Update {
+            vendor_id: vendor_id.to_owned(),
+            business_type: None,
+            character: Some(CharacterSource::Template(profile)),
+            knowledge: Vec::new(),
+            remove_knowledge: Vec::new(),
+            suspend: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn registration_update_and_erasure() {
+        let root = tempfile::tempdir().unwrap();
+        let (registrar, shared, store) = registrar(root.path());
+        registrar.templates().seed().await.unwrap();
+
+        let placed = registrar
+            .register(registration(Some("crumb"), "£3.40"))
+            .await
+            .unwrap();
+        assert_eq!(placed.vendor.status, VendorStatus::Active);
+        assert_eq!(placed.pool, None, "the ring is empty");
+        let character = store.character("crumb").await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&character).contains("£3.40"));
+        assert_eq!(shared.vendor_version("crumb").await, Some(1));
+
+        let error = registrar
+            .register(registration(Some("crumb"), "£1"))
+            .await
+            .unwrap_err();
+        assert!(matches!(error, RegistryError::AlreadyExists(_)), "{error}");
+
+        let updated = registrar.update(update("crumb", "£3.90")).await.unwrap();
+        assert_eq!(updated.vendor.character_version, 2);
+        assert_eq!(shared.vendor_version("crumb").await, Some(2));
+        let character = store.character("crumb").await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&character).contains("£3.90"));
+
+        let erasure = registrar.delete("crumb").await.unwrap();
+        assert!(erasure.existed);
+        assert_eq!(erasure.files_deleted, 3);
+        assert!(store.character("crumb").await.unwrap().is_none());
+        assert!(matches!(
+            registrar.get("crumb").await.unwrap_err(),
+            RegistryError::NotFound(_)
+        ));
+        let error = registrar
+            .register(registration(Some("crumb"), "£3.40"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RegistryError::RecentlyDeleted { .. }),
+            "{error}"
+        );
+
+        let again = registrar.delete("crumb").await.unwrap();
+        assert!(!again.existed);
+        assert_eq!(again.files_deleted, 0);
+    }
+
+    #[tokio::test]
+    async fn update_racing_a_delete_keeps_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let (registrar, shared, store) = registrar(root.path());
+        registrar.templates().seed().await.unwrap();
+        registrar
+            .register(registration(Some("crumb"), "£3.40"))
+            .await
+            .unwrap();
+
+        // An erasure has set the tombstone but not yet reached the files.
+        shared.set_tombstone("crumb").await.unwrap();
+        let error = registrar
+            .update(update("crumb", "£3.90"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, RegistryError::DeletedMeanwhile(_)),
+            "{error}"
+        );
+        assert!(store.character("crumb").await.unwrap().is_none());
+        assert!(store.knowledge("crumb", None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn generated_ids_follow_the_name() {
+        let root = tempfile::tempdir().unwrap();
+        let (registrar, _, store) = registrar(root.path());
+        registrar.templates().seed().await.unwrap();
+        let placed = registrar
+            .register(registration(None, "£3.40"))
+            .await
+            .unwrap();
+        let id = placed.vendor.id;
+        assert!(id.starts_with("crumb-co-"), "{id}");
+        assert_eq!(id.len(), "crumb-co-".len() + 8, "{id}");
+        assert!(store.character(&id).await.unwrap().is_some());
+    }
 
     #[test]
     fn slugs_are_valid_id_prefixes() {
