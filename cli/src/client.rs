@@ -28,7 +28,8 @@ pub struct SendArgs {
     /// The customer's id.
     #[arg(long, default_value = "cli-user")]
     user: String,
-    /// Message id for idempotent retries [default: assigned by the gateway].
+    /// Message id, returned with the reply [default: assigned by the gateway].
+    /// NOTE: pool nodes do not yet use it to deduplicate retries.
     #[arg(long)]
     message_id: Option<String>,
     /// Gateway address, as host:port.
@@ -46,8 +47,27 @@ pub async fn connect(address: &str) -> anyhow::Result<GatewayClient<Channel>> {
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to gateway {address} failed: {e}"))?;
+        .map_err(|e| connect_error(address, &e))?;
     Ok(GatewayClient::new(channel))
+}
+
+/// Describes a failed connection with its cause, such as "Connection
+/// refused", and what to check.
+pub fn connect_error(address: &str, error: &(dyn std::error::Error + 'static)) -> anyhow::Error {
+    let mut causes = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !causes.iter().any(|known| known.contains(&text)) {
+            causes.push(text);
+        }
+        source = cause.source();
+    }
+    anyhow::anyhow!(
+        "connecting to {address} failed: {}; check that a gateway serves there \
+         (`voca quickstart --serve` starts one), and give it as host:port with --gateway",
+        causes.join(": ")
+    )
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {

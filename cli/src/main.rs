@@ -33,14 +33,23 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Route(args) => client::route(args).await,
         Command::Send(args) => client::send(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Invalidate(args) => invalidate::run(args).await,
         Command::Vendors(args) => vendors::run(args).await,
+    };
+    // The error and its causes, without the backtrace that returning it
+    // from main would print when RUST_BACKTRACE is set.
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -18,7 +18,7 @@ use voca_proto::v1::register_vendor_request::Character;
 use voca_proto::v1::vendor_registry_client::VendorRegistryClient;
 use voca_proto::v1::{
     BusinessProfile, DeleteVendorRequest, GetVendorRequest, KnowledgeDocument, ListVendorsRequest,
-    RegisterVendorRequest, Vendor, VendorStatus,
+    RegisterVendorRequest, UpdateVendorRequest, Vendor, VendorStatus,
 };
 
 use crate::client::DEFAULT_GATEWAY;
@@ -29,6 +29,9 @@ const MAX_MESSAGE_BYTES: usize = 12 * 1024 * 1024;
 const IMPORT_BUFFER: usize = 256;
 /// Registrations between two progress lines of an import.
 const PROGRESS_EVERY: u64 = 10_000;
+/// Largest record line sent, leaving room in the registry's 12 MiB request
+/// limit for the request's own encoding.
+const MAX_RECORD_BYTES: usize = 11 * 1024 * 1024;
 /// Times an import sends again the records that failed with UNAVAILABLE.
 const IMPORT_RETRIES: u32 = 3;
 /// Wait before the first resend; each later one waits one more of these.
@@ -74,6 +77,10 @@ enum Command {
     },
     /// Erase a vendor: its files, its Redis state and its row.
     Delete { vendor_id: String },
+    /// Suspend a vendor: its pool node rejects its messages until it is activated.
+    Suspend { vendor_id: String },
+    /// Make a suspended vendor active again.
+    Activate { vendor_id: String },
 }
 
 /// One vendor in the import format: a business profile that a template
@@ -170,7 +177,7 @@ async fn connect(address: &str) -> anyhow::Result<VendorRegistryClient<Channel>>
         .tcp_nodelay(true)
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("connecting to {address} failed: {e}"))?;
+        .map_err(|e| crate::client::connect_error(address, &e))?;
     Ok(VendorRegistryClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -248,6 +255,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 page_token = page.next_page_token;
             }
         }
+        Command::Suspend { vendor_id } => {
+            set_status(&mut client, vendor_id, VendorStatus::Suspended).await?
+        }
+        Command::Activate { vendor_id } => {
+            set_status(&mut client, vendor_id, VendorStatus::Active).await?
+        }
         Command::Delete { vendor_id } => {
             let response = client
                 .delete_vendor(DeleteVendorRequest {
@@ -267,6 +280,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+async fn set_status(
+    client: &mut VendorRegistryClient<Channel>,
+    vendor_id: String,
+    status: VendorStatus,
+) -> anyhow::Result<()> {
+    let vendor = client
+        .update_vendor(UpdateVendorRequest {
+            vendor_id,
+            status: status as i32,
+            ..Default::default()
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!("{}", describe(&vendor));
     Ok(())
 }
 
@@ -306,6 +337,10 @@ async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> any
         if attempt == 0 {
             totals.unreadable = round.unreadable;
         }
+        if round.stream_error.is_some() {
+            totals.stream_error = round.stream_error;
+            break;
+        }
         if round.unavailable.is_empty() {
             break;
         }
@@ -327,13 +362,16 @@ async fn import(mut client: VendorRegistryClient<Channel>, file: PathBuf) -> any
     }
     let elapsed = started.elapsed();
     println!(
-        "imported {} vendors in {:.1} s ({:.0} vendors/s); {} failed, {} lines unreadable",
+        "imported {} vendors in {:.1} s ({:.0} vendors/s); failed: {}; unreadable lines: {}",
         totals.registered,
         elapsed.as_secs_f64(),
         totals.registered as f64 / elapsed.as_secs_f64().max(1e-9),
         totals.failed,
         totals.unreadable
     );
+    if let Some(error) = totals.stream_error {
+        anyhow::bail!("the import stopped early: {error}");
+    }
     anyhow::ensure!(
         totals.failed == 0 && totals.unreadable == 0,
         "{} of the records were not registered",
@@ -351,6 +389,8 @@ struct ImportRound {
     unreadable: u64,
     /// Line number and message of each record that failed with UNAVAILABLE.
     unavailable: Vec<(u64, String)>,
+    /// Why the stream ended before every record was sent, if it did.
+    stream_error: Option<String>,
 }
 
 /// Sends the records of `file` (only the lines in `only_lines`, when given)
@@ -377,7 +417,7 @@ async fn import_round(
     let only_lines = only_lines.cloned();
     let reading = tokio::task::spawn_blocking(move || -> anyhow::Result<u64> {
         let mut unreadable = 0;
-        for (number, line) in reader.lines().enumerate() {
+        for (number, line) in reader.split(b'\n').enumerate() {
             let number = number as u64 + 1;
             if only_lines
                 .as_ref()
@@ -387,6 +427,19 @@ async fn import_round(
             }
             let line =
                 line.map_err(|e| anyhow::anyhow!("reading {shown} failed at line {number}: {e}"))?;
+            if line.len() > MAX_RECORD_BYTES {
+                unreadable += 1;
+                eprintln!(
+                    "line {number}: not a vendor record: it is {} bytes, over the limit of {MAX_RECORD_BYTES} for one request",
+                    line.len()
+                );
+                continue;
+            }
+            let Ok(line) = String::from_utf8(line) else {
+                unreadable += 1;
+                eprintln!("line {number}: not a vendor record: it is not valid UTF-8");
+                continue;
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -415,7 +468,13 @@ async fn import_round(
         .into_inner();
     let mut round = ImportRound::default();
     while let Some(response) = responses.next().await {
-        let response = response.map_err(status_error)?;
+        let response = match response {
+            Ok(response) => response,
+            Err(status) => {
+                round.stream_error = Some(status_error(status).to_string());
+                break;
+            }
+        };
         if response.code == Code::Ok as i32 {
             round.registered += 1;
             let total = registered_before + round.registered;

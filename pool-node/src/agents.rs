@@ -30,8 +30,8 @@ const MAX_MISSING: u64 = 100_000;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error(
-        "vendor {vendor_id:?} has no character: write vendors/{vendor_id}/character.json \
-         to the character store"
+        "vendor {vendor_id:?} has no character: register it with RegisterVendor, or write \
+         vendors/{vendor_id}/character.json to the character store"
     )]
     NotFound { vendor_id: String },
     #[error("character of vendor {vendor_id:?} is malformed: {error}; fix vendors/{vendor_id}/character.json")]

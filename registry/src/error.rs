@@ -106,6 +106,11 @@ impl From<RegistryError> for Status {
                 tracing::warn!(error = %message, "registry storage unavailable");
                 Status::unavailable(message)
             }
+            // A document name that clashes with a file or folder already in
+            // the vendor's knowledge base.
+            RegistryError::Store(StoreError::NotARegularFile { .. }) => Status::invalid_argument(
+                format!("{message}; a knowledge document name clashes with an existing file or folder of the vendor, so choose another name"),
+            ),
             RegistryError::Store(store) if !store.is_permanent() => {
                 tracing::warn!(error = %message, "character store unavailable");
                 Status::unavailable(message)

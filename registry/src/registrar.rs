@@ -14,7 +14,8 @@
 //! Each step is idempotent, so a retry finishes an erasure that failed part
 //! way.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, Weak};
 
 use futures::future::try_join_all;
 use rand::Rng;
@@ -62,6 +63,39 @@ pub struct Registrar {
     shared: Option<Arc<dyn VendorChanges>>,
     templates: TemplateLibrary,
     ring: RingHandle,
+    locks: VendorLocks,
+}
+
+/// Times an update writes `metadata.json` while other updates of the same
+/// vendor keep changing its row.
+const METADATA_ATTEMPTS: usize = 5;
+
+/// One lock per vendor id being changed, so that this registry's
+/// registrations, updates and deletes of one vendor run one at a time and
+/// their writes to the store cannot interleave.
+#[derive(Default)]
+struct VendorLocks {
+    locks: std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+impl VendorLocks {
+    async fn lock(&self, vendor_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
+            // Locks nobody holds or waits for are dropped here, so the map
+            // only grows with the number of calls in flight.
+            locks.retain(|_, lock| lock.strong_count() > 0);
+            match locks.get(vendor_id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    locks.insert(vendor_id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        lock.lock_owned().await
+    }
 }
 
 impl Registrar {
@@ -77,6 +111,7 @@ impl Registrar {
             store,
             shared,
             ring,
+            locks: VendorLocks::default(),
         }
     }
 
@@ -105,8 +140,10 @@ impl Registrar {
         let character = self
             .character_text(&registration.business_type, &registration.character)
             .await?;
+        let _guard;
         let vendor_id = match &registration.vendor_id {
             Some(vendor_id) => {
+                _guard = self.locks.lock(vendor_id).await;
                 self.refuse_recently_deleted(vendor_id).await?;
                 self.claim(vendor_id, &registration).await?;
                 vendor_id.clone()
@@ -123,11 +160,19 @@ impl Registrar {
             Ok::<_, RegistryError>(())
         };
         let activated = match written.await {
-            Ok(()) => self
-                .repository
-                .set_vendor_status(&vendor_id, VendorStatus::Active)
-                .await
-                .map_err(RegistryError::from),
+            // Only a row still pending becomes active: a delete that marked
+            // it meanwhile wins.
+            Ok(()) => {
+                self.repository
+                    .activate_vendor(&vendor_id)
+                    .await
+                    .map_err(|error| match error {
+                        DbError::NotFound { .. } => {
+                            RegistryError::DeletedMeanwhile(vendor_id.clone())
+                        }
+                        other => other.into(),
+                    })
+            }
             Err(error) => Err(error),
         };
         let vendor = match activated {
@@ -179,6 +224,7 @@ impl Registrar {
     /// Writes a new version of a vendor and announces it to the pool nodes.
     pub async fn update(&self, update: Update) -> Result<PlacedVendor, RegistryError> {
         let vendor_id = update.vendor_id.as_str();
+        let _guard = self.locks.lock(vendor_id).await;
         let current = self.repository.get_vendor(vendor_id).await?;
         match current.status {
             VendorStatus::Pending => {
@@ -236,12 +282,23 @@ impl Registrar {
                 },
             )
             .await?;
-        let vendor = self.repository.get_vendor(vendor_id).await?;
         let profile = match &update.character {
             Some(CharacterSource::Template(profile)) => Some(profile),
             _ => None,
         };
-        self.write_metadata(&vendor, profile).await?;
+        // Another registry may update the vendor at the same time, so the
+        // metadata is written again until it matches the latest row.
+        let mut vendor = self.repository.get_vendor(vendor_id).await?;
+        for _ in 0..METADATA_ATTEMPTS {
+            self.write_metadata(&vendor, profile).await?;
+            let latest = self.repository.get_vendor(vendor_id).await?;
+            let settled = latest.character_version == vendor.character_version
+                && latest.status == vendor.status;
+            vendor = latest;
+            if settled {
+                break;
+            }
+        }
         if let Some(shared) = &self.shared {
             shared.announce_change(vendor_id).await.map_err(|error| RegistryError::SharedState {
                 error,
@@ -260,6 +317,7 @@ impl Registrar {
     /// exist finishes any erasure left part way and succeeds.
     pub async fn delete(&self, vendor_id: &str) -> Result<Erasure, RegistryError> {
         check_vendor_id(vendor_id)?;
+        let _guard = self.locks.lock(vendor_id).await;
         let existed = match self
             .repository
             .set_vendor_status(vendor_id, VendorStatus::Deleted)
@@ -493,14 +551,15 @@ impl Registrar {
         if let Err(error) = self.store.delete_vendor(vendor_id).await {
             tracing::error!(vendor_id, %error, "removing the files of a failed registration failed; DeleteVendor removes them");
         }
-        match self
-            .repository
-            .delete_vendor_in_status(vendor_id, VendorStatus::Pending)
-            .await
-        {
-            Ok(_) => {}
-            Err(error) => {
-                tracing::error!(vendor_id, %error, "removing the pending row of a failed registration failed; DeleteVendor removes it")
+        // The row is pending, or marked deleted by a delete that ran
+        // meanwhile and may have stopped part way.
+        for status in [VendorStatus::Pending, VendorStatus::Deleted] {
+            if let Err(error) = self
+                .repository
+                .delete_vendor_in_status(vendor_id, status)
+                .await
+            {
+                tracing::error!(vendor_id, %error, "removing the row of a failed registration failed; DeleteVendor removes it");
             }
         }
     }

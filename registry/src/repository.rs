@@ -20,6 +20,10 @@ pub trait VendorRepository: Send + Sync + 'static {
     /// Applies `update`, raises the version by 1 and returns the new version.
     async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError>;
 
+    /// Makes a pending vendor active; [`DbError::NotFound`] when it is not
+    /// pending.
+    async fn activate_vendor(&self, id: &str) -> Result<Vendor, DbError>;
+
     /// Sets a vendor's status without raising its version.
     async fn set_vendor_status(&self, id: &str, status: VendorStatus) -> Result<Vendor, DbError>;
 
@@ -52,6 +56,10 @@ impl VendorRepository for Database {
 
     async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError> {
         Database::update_vendor(self, id, update).await
+    }
+
+    async fn activate_vendor(&self, id: &str) -> Result<Vendor, DbError> {
+        Database::activate_vendor(self, id).await
     }
 
     async fn set_vendor_status(&self, id: &str, status: VendorStatus) -> Result<Vendor, DbError> {
@@ -91,6 +99,10 @@ impl VendorRepository for SqliteDatabase {
 
     async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError> {
         SqliteDatabase::update_vendor(self, id, update).await
+    }
+
+    async fn activate_vendor(&self, id: &str) -> Result<Vendor, DbError> {
+        SqliteDatabase::activate_vendor(self, id).await
     }
 
     async fn set_vendor_status(&self, id: &str, status: VendorStatus) -> Result<Vendor, DbError> {

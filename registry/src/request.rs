@@ -19,6 +19,8 @@ pub const MAX_KNOWLEDGE_DOCUMENT_BYTES: usize = 1024 * 1024;
 pub const MAX_KNOWLEDGE_DOCUMENTS: usize = 32;
 /// Largest total size of the knowledge documents of one request, in bytes.
 pub const MAX_KNOWLEDGE_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+/// Maximum number of documents one update removes.
+pub const MAX_REMOVED_DOCUMENTS: usize = 1000;
 /// Maximum length of a knowledge document name, in bytes.
 pub const MAX_DOCUMENT_NAME_BYTES: usize = 200;
 /// Maximum length of a business name, in characters.
@@ -145,26 +147,47 @@ pub fn update(request: v1::UpdateVendorRequest) -> Result<Update, RegistryError>
         Ok(v1::VendorStatus::Unspecified) => None,
         Ok(v1::VendorStatus::Active) => Some(false),
         Ok(v1::VendorStatus::Suspended) => Some(true),
-        _ => {
+        other => {
+            let shown = other.map_or_else(
+                |_| request.status.to_string(),
+                |s| s.as_str_name().to_owned(),
+            );
             return Err(RegistryError::invalid(
                 "status",
-                &request.status.to_string(),
+                &shown,
                 "use VENDOR_STATUS_ACTIVE or VENDOR_STATUS_SUSPENDED, or leave it unspecified",
-            ))
+            ));
         }
     };
+    if request.remove_knowledge.len() > MAX_REMOVED_DOCUMENTS {
+        return Err(RegistryError::invalid(
+            "remove_knowledge",
+            &format!("{} names", request.remove_knowledge.len()),
+            format!("remove at most {MAX_REMOVED_DOCUMENTS} documents per request"),
+        ));
+    }
     let mut remove_knowledge = Vec::with_capacity(request.remove_knowledge.len());
     for (index, name) in request.remove_knowledge.into_iter().enumerate() {
         remove_knowledge.push(document_name(&format!("remove_knowledge[{index}]"), &name)?);
     }
     let knowledge = documents(request.knowledge)?;
+    if let Some(name) = remove_knowledge
+        .iter()
+        .find(|name| knowledge.iter().any(|document| &document.name == *name))
+    {
+        return Err(RegistryError::invalid(
+            "remove_knowledge",
+            name,
+            "the same request also writes this document; either write it or remove it",
+        ));
+    }
     if character.is_none()
         && knowledge.is_empty()
         && remove_knowledge.is_empty()
         && suspend.is_none()
     {
         return Err(RegistryError::invalid(
-            "vendor_id",
+            "UpdateVendorRequest",
             &request.vendor_id,
             "the update changes nothing; set profile, character_file, knowledge, remove_knowledge or status",
         ));
@@ -286,8 +309,16 @@ fn character_file(field: &str, bytes: Vec<u8>) -> Result<CharacterSource, Regist
             format!("is not an ElizaOS character in JSON or JSON5: {error}"),
         )
     })?;
+    let name = character.name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(RegistryError::invalid(
+            format!("{field} name"),
+            name,
+            format!("give the character a name of 1 to {MAX_NAME_CHARS} characters with no control characters"),
+        ));
+    }
     Ok(CharacterSource::File {
-        name: character.name,
+        name: name.to_owned(),
         bytes,
     })
 }
@@ -310,6 +341,17 @@ fn documents(documents: Vec<v1::KnowledgeDocument>) -> Result<Vec<Document>, Reg
                 format!("knowledge[{index}].name"),
                 &document.name,
                 "another document in this request has the same name; give each a distinct name",
+            ));
+        }
+        // A document cannot also be the folder of another one.
+        let nested = names.iter().any(|other| {
+            other.starts_with(&format!("{name}/")) || name.starts_with(&format!("{other}/"))
+        });
+        if nested {
+            return Err(RegistryError::invalid(
+                format!("knowledge[{index}].name"),
+                &document.name,
+                "another document in this request uses this name as a folder, or this one uses its name as a folder; rename one of them",
             ));
         }
         if document.text.len() > MAX_KNOWLEDGE_DOCUMENT_BYTES {
@@ -494,10 +536,58 @@ mod tests {
             )])),
             "knowledge[0].text"
         );
+        assert_eq!(
+            error_field(with(vec![
+                document("faq", 1),
+                document("faq/returns.md", 1)
+            ])),
+            "knowledge[1].name"
+        );
+        assert_eq!(
+            error_field(with(vec![
+                document("faq/returns.md", 1),
+                document("faq", 1)
+            ])),
+            "knowledge[1].name"
+        );
         let many = (0..=MAX_KNOWLEDGE_DOCUMENTS)
             .map(|i| document(&format!("{i}.md"), 1))
             .collect();
         assert_eq!(error_field(with(many)), "knowledge");
+    }
+
+    #[test]
+    fn character_file_names_are_checked() {
+        let long = format!(r#"{{"name": "{}"}}"#, "a".repeat(MAX_NAME_CHARS + 1));
+        let control = br#"{"name": "a\u001b[31mb"}"#.to_vec();
+        for bytes in [long.into_bytes(), control] {
+            let request = register(v1::register_vendor_request::Character::CharacterFile(bytes));
+            assert_eq!(error_field(registration(request)), "character_file name");
+        }
+    }
+
+    #[test]
+    fn updates_cannot_write_and_remove_one_document() {
+        let request = v1::UpdateVendorRequest {
+            vendor_id: "crumb".to_owned(),
+            knowledge: vec![v1::KnowledgeDocument {
+                name: "menu.md".to_owned(),
+                text: "Rye".to_owned(),
+            }],
+            remove_knowledge: vec!["./menu.md".to_owned()],
+            ..Default::default()
+        };
+        assert!(
+            matches!(update(request), Err(RegistryError::Invalid { field, .. }) if field == "remove_knowledge")
+        );
+        let request = v1::UpdateVendorRequest {
+            vendor_id: "crumb".to_owned(),
+            remove_knowledge: vec!["x.md".to_owned(); MAX_REMOVED_DOCUMENTS + 1],
+            ..Default::default()
+        };
+        assert!(
+            matches!(update(request), Err(RegistryError::Invalid { field, .. }) if field == "remove_knowledge")
+        );
     }
 
     #[test]

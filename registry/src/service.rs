@@ -1,7 +1,7 @@
 //! The `voca.v1.VendorRegistry` gRPC service.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -108,13 +108,24 @@ impl VendorRegistry for RegistryService {
     ) -> Result<Response<Self::ImportVendorsStream>, Status> {
         let registrar = self.registrar.clone();
         let requests = request.into_inner();
-        // A broken request stream ends the import after the registrations
-        // already read; each of those still gets its response.
-        let requests = requests.enumerate().take_while(|(index, item)| {
+        // A request that cannot be read, such as one over the size limit,
+        // ends the import: the registrations read before it finish and get
+        // their responses, then the stream ends with the error.
+        let broken: Arc<Mutex<Option<Status>>> = Arc::default();
+        let broken_in = broken.clone();
+        let requests = requests.enumerate().take_while(move |(index, item)| {
             let keep = match item {
                 Ok(_) => true,
                 Err(status) => {
                     tracing::warn!(index, %status, "import stream broke; finishing the registrations read so far");
+                    let error = Status::new(
+                        status.code(),
+                        format!(
+                            "request {index} of the import stream could not be read ({}); the requests before it were handled and none after it was read",
+                            status.message()
+                        ),
+                    );
+                    *broken_in.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
                     false
                 }
             };
@@ -153,7 +164,13 @@ impl VendorRegistry for RegistryService {
                     })
                 }
             })
-            .buffer_unordered(IMPORT_CONCURRENCY);
+            .buffer_unordered(IMPORT_CONCURRENCY)
+            .chain(
+                futures::stream::once(async move {
+                    broken.lock().unwrap_or_else(PoisonError::into_inner).take()
+                })
+                .filter_map(|error| std::future::ready(error.map(Err))),
+            );
         Ok(Response::new(Box::pin(responses)))
     }
 }

@@ -239,13 +239,19 @@ fn sentence(mut text: String) -> String {
 fn knowledge_strings(profile: &BusinessProfile) -> Vec<String> {
     let mut knowledge = Vec::new();
     let clean = |text: &str| text.trim().to_owned();
-    for hours in profile
+    // All the hours go in one string, so that a question about opening
+    // hours is answered with every day, not with the best-matching line.
+    let hours: Vec<String> = profile
         .opening_hours
         .iter()
         .map(|h| clean(h))
         .filter(|h| !h.is_empty())
-    {
-        knowledge.push(sentence(format!("Opening hours: {hours}")));
+        .collect();
+    if !hours.is_empty() {
+        knowledge.push(sentence(format!(
+            "Opening hours and times, when we open and close: {}",
+            hours.join("; ")
+        )));
     }
     let location = clean(&profile.location);
     if !location.is_empty() {
@@ -308,7 +314,7 @@ mod tests {
                 character.bio[0],
                 "A family bakery baking bread and cakes every morning."
             );
-            assert_eq!(character.knowledge_texts().count(), 6, "{template}");
+            assert_eq!(character.knowledge_texts().count(), 5, "{template}");
         }
     }
 
@@ -319,6 +325,11 @@ mod tests {
         let agent = Agent::new(parse_character(generated.as_bytes()).unwrap(), Vec::new());
         let responder = OfflineResponder::new();
         let cases = [
+            (
+                "What are your opening hours?",
+                "Monday to Friday: 7:00 to 18:00; Sunday: closed",
+            ),
+            ("What time do you open?", "7:00"),
             ("How much is the rye bread?", "£3.40"),
             ("Where is your address?", "12 Mill Lane"),
             ("How much notice do you need for a cake order?", "48 hours"),

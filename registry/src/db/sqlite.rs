@@ -134,10 +134,20 @@ impl SqliteDatabase {
             .await
     }
 
-    /// Applies `update`, raises the character version by 1, sets
-    /// `updated_at` and returns the new version. The version rises even
-    /// when `update` changes no field, so that callers can announce a change
-    /// of the vendor's files.
+    /// Makes a pending vendor active without raising its version. Fails with
+    /// [`DbError::NotFound`] when the vendor is not pending, such as one a
+    /// delete marked while its registration ran.
+    pub async fn activate_vendor(&self, id: &str) -> Result<Vendor, DbError> {
+        check_vendor_id(id)?;
+        let id = id.to_owned();
+        self.run(move |connection| activate_vendor(connection, &id))
+            .await
+    }
+
+    /// Applies `update` to an active or suspended vendor, raises the
+    /// character version by 1, sets `updated_at` and returns the new
+    /// version. The version rises even when `update` changes no field, so
+    /// that callers can announce a change of the vendor's files.
     pub async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError> {
         check_vendor_id(id)?;
         let id = id.to_owned();
@@ -386,17 +396,42 @@ fn update_vendor(
         status: update.status.map(VendorStatus::as_str),
         character_path: update.character_path.as_deref(),
     };
-    diesel::update(vendors::table.find(id))
-        .set((
-            changeset,
-            vendors::character_version.eq(vendors::character_version + 1),
-            vendors::updated_at.eq(now()),
-        ))
-        .returning(vendors::character_version)
-        .get_result(connection)
-        .optional()
-        .map_err(|error| DbError::other(format!("updating vendor {id}"), error))?
-        .ok_or_else(|| vendor_not_found(id))
+    diesel::update(
+        vendors::table
+            .find(id)
+            .filter(vendors::status.eq_any(UPDATABLE_STATUSES)),
+    )
+    .set((
+        changeset,
+        vendors::character_version.eq(vendors::character_version + 1),
+        vendors::updated_at.eq(now()),
+    ))
+    .returning(vendors::character_version)
+    .get_result(connection)
+    .optional()
+    .map_err(|error| DbError::other(format!("updating vendor {id}"), error))?
+    .ok_or_else(|| vendor_not_found(id))
+}
+
+/// Statuses of the vendors that an update may change.
+const UPDATABLE_STATUSES: [&str; 2] = ["active", "suspended"];
+
+fn activate_vendor(connection: &mut SqliteConnection, id: &str) -> Result<Vendor, DbError> {
+    diesel::update(
+        vendors::table
+            .find(id)
+            .filter(vendors::status.eq(VendorStatus::Pending.as_str())),
+    )
+    .set((
+        vendors::status.eq(VendorStatus::Active.as_str()),
+        vendors::updated_at.eq(now()),
+    ))
+    .returning(VendorRow::as_returning())
+    .get_result(connection)
+    .optional()
+    .map_err(|error| DbError::other(format!("activating vendor {id}"), error))?
+    .ok_or_else(|| vendor_not_found(id))?
+    .try_into()
 }
 
 fn set_vendor_status(

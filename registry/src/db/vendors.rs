@@ -201,10 +201,35 @@ impl Database {
         row.ok_or_else(|| vendor_not_found(id))?.try_into()
     }
 
-    /// Applies `update`, raises the character version by 1, sets
-    /// `updated_at` and returns the new version. The version rises even
-    /// when `update` changes no field, so that callers can announce a change
-    /// of the vendor's files.
+    /// Makes a pending vendor active without raising its version. Fails with
+    /// [`DbError::NotFound`] when the vendor is not pending, such as one a
+    /// delete marked while its registration ran.
+    pub async fn activate_vendor(&self, id: &str) -> Result<Vendor, DbError> {
+        check_vendor_id(id)?;
+        let mut connection = self.connection().await?;
+        diesel::update(
+            vendors::table
+                .find(id)
+                .filter(vendors::status.eq(VendorStatus::Pending.as_str())),
+        )
+        .set((
+            vendors::status.eq(VendorStatus::Active.as_str()),
+            vendors::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(VendorRow::as_returning())
+        .get_result(&mut connection)
+        .await
+        .optional()
+        .map_err(|error| self.query_error(error, format!("activating vendor {id}")))?
+        .ok_or_else(|| vendor_not_found(id))?
+        .try_into()
+    }
+
+    /// Applies `update` to an active or suspended vendor, raises the
+    /// character version by 1, sets `updated_at` and returns the new
+    /// version. The version rises even when `update` changes no field, so
+    /// that callers can announce a change of the vendor's files. A pending
+    /// or deleted vendor is [`DbError::NotFound`].
     pub async fn update_vendor(&self, id: &str, update: &VendorUpdate) -> Result<i64, DbError> {
         check_vendor_id(id)?;
         let changeset = VendorChangeset {
@@ -214,18 +239,22 @@ impl Database {
             character_path: update.character_path.as_deref(),
         };
         let mut connection = self.connection().await?;
-        diesel::update(vendors::table.find(id))
-            .set((
-                changeset,
-                vendors::character_version.eq(vendors::character_version + 1),
-                vendors::updated_at.eq(diesel::dsl::now),
-            ))
-            .returning(vendors::character_version)
-            .get_result(&mut connection)
-            .await
-            .optional()
-            .map_err(|error| self.query_error(error, format!("updating vendor {id}")))?
-            .ok_or_else(|| vendor_not_found(id))
+        diesel::update(
+            vendors::table
+                .find(id)
+                .filter(vendors::status.eq_any(["active", "suspended"])),
+        )
+        .set((
+            changeset,
+            vendors::character_version.eq(vendors::character_version + 1),
+            vendors::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(vendors::character_version)
+        .get_result(&mut connection)
+        .await
+        .optional()
+        .map_err(|error| self.query_error(error, format!("updating vendor {id}")))?
+        .ok_or_else(|| vendor_not_found(id))
     }
 
     /// Sets a vendor's status without raising its version, and returns the

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
@@ -9,6 +10,9 @@ use super::{
     safe_relative_path, CharacterStore, StoreError, StoredFile, MAX_CHARACTER_BYTES,
     MAX_KNOWLEDGE_BYTES, MAX_KNOWLEDGE_FILE_BYTES,
 };
+
+/// Counter that makes each temporary file name unique within the process.
+static NEXT_TEMPORARY: AtomicU64 = AtomicU64::new(0);
 
 /// A store in a local directory, given as a `file://` URL.
 ///
@@ -139,6 +143,11 @@ impl CharacterStore for FileStore {
                 .await
                 .map_err(io_error)?;
             while let Some(entry) = entries.next_entry().await.map_err(io_error)? {
+                // Hidden files, such as a write's temporary file, are not
+                // knowledge.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 let relative = dir.join(entry.file_name());
                 // `file_type` does not follow symbolic links, so links and
                 // special files are skipped here.
@@ -238,11 +247,14 @@ impl CharacterStore for FileStore {
         tokio::fs::create_dir_all(&folder).await.map_err(io_error)?;
         // Written beside the target and renamed over it, so a reader sees
         // the old file or the new one, never a part.
+        // The name is unique per process and write, so concurrent writes of
+        // one file do not share a temporary file.
         let temporary = folder.join(format!(
-            ".{}.tmp-{}",
+            ".{}.tmp-{}-{}",
             full.file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-            std::process::id()
+            std::process::id(),
+            NEXT_TEMPORARY.fetch_add(1, Ordering::Relaxed)
         ));
         tokio::fs::write(&temporary, bytes)
             .await
@@ -356,6 +368,38 @@ mod tests {
             0,
             "deleting again succeeds"
         );
+    }
+
+    #[tokio::test]
+    async fn concurrent_writes_of_one_file_all_succeed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(FileStore::new(root.path()));
+        let writes = (0..16).map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write_vendor_file(
+                        "v1",
+                        "knowledge-base/menu.md",
+                        format!("menu {i}").as_bytes(),
+                    )
+                    .await
+            })
+        });
+        for write in futures::future::join_all(writes).await {
+            write.unwrap().unwrap();
+        }
+        // A hidden file, such as a leftover temporary file, is not knowledge.
+        std::fs::write(
+            root.path()
+                .join("vendors/v1/knowledge-base/.menu.md.tmp-1-2"),
+            "x",
+        )
+        .unwrap();
+        let files = store.knowledge("v1", None).await.unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0].name, "menu.md");
+        assert!(String::from_utf8_lossy(&files[0].bytes).starts_with("menu "));
     }
 
     #[tokio::test]

@@ -36,7 +36,7 @@ pub struct StoredFile {
 /// which for S3 makes them the object keys.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("reading {path} failed: {source}")]
+    #[error("accessing {path} failed: {source}")]
     Io {
         path: String,
         #[source]
