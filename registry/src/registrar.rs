@@ -14,7 +14,7 @@
 //! Each step is idempotent, so a retry finishes an erasure that failed part
 //! way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, Weak};
 
 use futures::future::try_join_all;
@@ -22,7 +22,7 @@ use rand::Rng;
 use voca_common::input::check_vendor_id;
 use voca_common::RingHandle;
 use voca_storage::hot::{SharedStateError, VendorChanges};
-use voca_storage::store::CharacterStore;
+use voca_storage::store::{CharacterStore, MAX_KNOWLEDGE_BYTES};
 
 use crate::db::{DbError, ListVendors, NewVendor, Vendor, VendorPage, VendorStatus, VendorUpdate};
 use crate::error::RegistryError;
@@ -65,6 +65,21 @@ pub struct Registrar {
     ring: RingHandle,
     locks: VendorLocks,
 }
+
+/// The parts of `metadata.json` that outlive one update: the profile the
+/// character was generated from, and the size in bytes of each knowledge
+/// document the registry wrote, by name, so that an update can keep the
+/// vendor within what pool nodes load.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    profile: Option<serde_json::Value>,
+    #[serde(default)]
+    knowledge: BTreeMap<String, u64>,
+}
+
+/// Largest `metadata.json` read back, in bytes.
+const MAX_METADATA_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Times an update writes `metadata.json` while other updates of the same
 /// vendor keep changing its row.
@@ -241,6 +256,29 @@ impl Registrar {
             Some(source) => Some(self.character_text(&business_type, source).await?),
             None => None,
         };
+        let mut metadata = self.read_metadata(vendor_id).await?;
+        for name in &update.remove_knowledge {
+            metadata.knowledge.remove(name);
+        }
+        for document in &update.knowledge {
+            metadata
+                .knowledge
+                .insert(document.name.clone(), document.text.len() as u64);
+        }
+        let total: u64 = metadata.knowledge.values().sum();
+        if total > MAX_KNOWLEDGE_BYTES {
+            return Err(RegistryError::invalid(
+                "knowledge",
+                &format!("{total} bytes"),
+                format!(
+                    "the vendor's documents would total {total} bytes, over the {MAX_KNOWLEDGE_BYTES} bytes a pool node loads; remove some with remove_knowledge"
+                ),
+            ));
+        }
+        if let Some(CharacterSource::Template(profile)) = &update.character {
+            metadata.profile =
+                Some(serde_json::to_value(profile).expect("a profile always serializes"));
+        }
 
         self.write_documents(vendor_id, &update.knowledge).await?;
         let removed: Vec<String> = update
@@ -282,15 +320,11 @@ impl Registrar {
                 },
             )
             .await?;
-        let profile = match &update.character {
-            Some(CharacterSource::Template(profile)) => Some(profile),
-            _ => None,
-        };
         // Another registry may update the vendor at the same time, so the
         // metadata is written again until it matches the latest row.
         let mut vendor = self.repository.get_vendor(vendor_id).await?;
         for _ in 0..METADATA_ATTEMPTS {
-            self.write_metadata(&vendor, profile).await?;
+            self.write_metadata(&vendor, &metadata).await?;
             let latest = self.repository.get_vendor(vendor_id).await?;
             let settled = latest.character_version == vendor.character_version
                 && latest.status == vendor.status;
@@ -474,9 +508,18 @@ impl Registrar {
     ) -> Result<(), RegistryError> {
         self.write_documents(vendor_id, &registration.knowledge)
             .await?;
-        let profile = match &registration.character {
-            CharacterSource::Template(profile) => Some(profile),
-            CharacterSource::File { .. } => None,
+        let metadata = Metadata {
+            profile: match &registration.character {
+                CharacterSource::Template(profile) => {
+                    Some(serde_json::to_value(profile).expect("a profile always serializes"))
+                }
+                CharacterSource::File { .. } => None,
+            },
+            knowledge: registration
+                .knowledge
+                .iter()
+                .map(|document| (document.name.clone(), document.text.len() as u64))
+                .collect(),
         };
         let now = time::OffsetDateTime::now_utc();
         let vendor = Vendor {
@@ -492,7 +535,7 @@ impl Registrar {
         // Pool nodes load a vendor once its character exists, so the
         // knowledge documents go first. A missing metadata.json reads as
         // active, which a new vendor is, so it is written alongside.
-        tokio::try_join!(self.write_metadata(&vendor, profile), async {
+        tokio::try_join!(self.write_metadata(&vendor, &metadata), async {
             self.store
                 .write_vendor_file(vendor_id, "character.json", character.as_bytes())
                 .await
@@ -520,11 +563,7 @@ impl Registrar {
 
     /// Writes `metadata.json`, which pool nodes read for the vendor's status
     /// and operators read to see what the vendor registered with.
-    async fn write_metadata(
-        &self,
-        vendor: &Vendor,
-        profile: Option<&crate::template::BusinessProfile>,
-    ) -> Result<(), RegistryError> {
+    async fn write_metadata(&self, vendor: &Vendor, extra: &Metadata) -> Result<(), RegistryError> {
         let mut metadata = serde_json::json!({
             "vendor_id": vendor.id,
             "name": vendor.name,
@@ -532,16 +571,30 @@ impl Registrar {
             "status": vendor.status.as_str(),
             "character_version": vendor.character_version,
             "updated_at": vendor.updated_at.unix_timestamp(),
+            "knowledge": extra.knowledge,
         });
-        if let Some(profile) = profile {
-            metadata["profile"] =
-                serde_json::to_value(profile).expect("a profile always serializes");
+        if let Some(profile) = &extra.profile {
+            metadata["profile"] = profile.clone();
         }
         let text = serde_json::to_vec_pretty(&metadata).expect("metadata always serializes");
         self.store
             .write_vendor_file(&vendor.id, "metadata.json", &text)
             .await?;
         Ok(())
+    }
+
+    /// Reads the parts of a vendor's `metadata.json` that an update keeps.
+    /// A vendor with no metadata, or metadata that does not parse, has
+    /// none, and its documents then count from this update on.
+    async fn read_metadata(&self, vendor_id: &str) -> Result<Metadata, RegistryError> {
+        let path = format!("vendors/{vendor_id}/metadata.json");
+        let Some(bytes) = self.store.read_object(&path, MAX_METADATA_BYTES).await? else {
+            return Ok(Metadata::default());
+        };
+        Ok(serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+            tracing::warn!(vendor_id, %error, "metadata.json does not parse; writing it afresh");
+            Metadata::default()
+        }))
     }
 
     /// Removes what a failed registration wrote: its files and its pending
@@ -714,6 +767,69 @@ mod tests {
         );
         assert!(store.character("crumb").await.unwrap().is_none());
         assert!(store.knowledge("crumb", None).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn updates_keep_documents_within_the_load_limit() {
+        let root = tempfile::tempdir().unwrap();
+        let (registrar, _, store) = registrar(root.path());
+        registrar.templates().seed().await.unwrap();
+        registrar
+            .register(registration(Some("crumb"), "£3.40"))
+            .await
+            .unwrap();
+        let metadata = store
+            .read_object("vendors/crumb/metadata.json", 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+        assert_eq!(metadata["knowledge"]["menu.md"], 25);
+        assert!(metadata["profile"]["name"].is_string(), "{metadata}");
+
+        // The documents stored so far already fill the limit.
+        let mut full = metadata.clone();
+        full["knowledge"]["menu.md"] = serde_json::json!(MAX_KNOWLEDGE_BYTES);
+        store
+            .write_object("vendors/crumb/metadata.json", full.to_string().as_bytes())
+            .await
+            .unwrap();
+        let add = |remove: Vec<String>| Update {
+            vendor_id: "crumb".to_owned(),
+            business_type: None,
+            character: None,
+            knowledge: vec![Document {
+                name: "hours.md".to_owned(),
+                text: "Open every day.".to_owned(),
+            }],
+            remove_knowledge: remove,
+            suspend: None,
+        };
+        let error = registrar.update(add(Vec::new())).await.unwrap_err();
+        assert!(
+            matches!(&error, RegistryError::Invalid { field, .. } if field == "knowledge"),
+            "{error}"
+        );
+        assert!(store
+            .knowledge_file("crumb", "hours.md")
+            .await
+            .unwrap()
+            .is_none());
+
+        // Removing the large document makes room, and the profile survives
+        // an update that does not change the character.
+        registrar
+            .update(add(vec!["menu.md".to_owned()]))
+            .await
+            .unwrap();
+        let metadata = store
+            .read_object("vendors/crumb/metadata.json", 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+        assert_eq!(metadata["knowledge"], serde_json::json!({"hours.md": 15}));
+        assert!(metadata["profile"]["name"].is_string(), "{metadata}");
     }
 
     #[tokio::test]
