@@ -28,8 +28,8 @@ pub struct SendArgs {
     /// The customer's id.
     #[arg(long, default_value = "cli-user")]
     user: String,
-    /// Message id, returned with the reply [default: assigned by the gateway].
-    /// NOTE: pool nodes do not yet use it to deduplicate retries.
+    /// Message id: a retry with the same id gets the same reply
+    /// [default: assigned by the gateway].
     #[arg(long)]
     message_id: Option<String>,
     /// Gateway address, as host:port.

@@ -307,3 +307,89 @@ async fn changed_character_is_served_within_a_second() {
     )
     .await;
 }
+
+/// Sends one message with a client-chosen message id through the gateway.
+async fn send_with_id(
+    client: &mut voca_proto::v1::gateway_client::GatewayClient<tonic::transport::Channel>,
+    vendor_id: &str,
+    message_id: &str,
+) -> voca_proto::v1::SendMessageResponse {
+    client
+        .send_message(voca_proto::v1::SendMessageRequest {
+            vendor_id: vendor_id.to_owned(),
+            user_id: "test-user".to_owned(),
+            text: QUESTION.to_owned(),
+            message_id: message_id.to_owned(),
+            platform: None,
+        })
+        .await
+        .unwrap_or_else(|s| panic!("{vendor_id} {message_id}: {s}"))
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retried_message_is_answered_once() {
+    const OTHER: &str = "spoke-and-chain-bikes";
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let mut pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b", "pool-c"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 3).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let mut connection = redis.connection().await;
+    let session_length = |vendor: &str| format!("voca:sessions:{vendor}:test-user");
+
+    let first = send_with_id(&mut client, VENDOR, "order-1").await;
+    let retry = send_with_id(&mut client, VENDOR, "order-1").await;
+    assert_eq!(retry.text, first.text);
+    assert_eq!(retry.pool_id, first.pool_id);
+    assert_eq!(retry.message_id, "order-1");
+    let length: usize = connection.llen(session_length(VENDOR)).await.unwrap();
+    assert_eq!(length, 2, "the retry adds nothing to the history");
+    let ttl: i64 = connection
+        .ttl(format!("voca:messages:{VENDOR}:order-1"))
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the stored reply expires: ttl {ttl}");
+    assert!(
+        ttl <= 600,
+        "the stored reply is kept 10 minutes at most: ttl {ttl}"
+    );
+
+    // The same message id for another vendor is another message.
+    let other = send_with_id(&mut client, OTHER, "order-1").await;
+    assert_ne!(other.character_name, first.character_name);
+    let length: usize = connection.llen(session_length(OTHER)).await.unwrap();
+    assert_eq!(length, 2);
+
+    // After the owner leaves, the next owner returns the stored reply.
+    let owner = pools
+        .iter()
+        .position(|pool| {
+            pool.process
+                .name()
+                .starts_with(&format!("{}-", first.pool_id))
+        })
+        .expect("the owner is one of the pools");
+    pools[owner]
+        .process
+        .terminate(Duration::from_secs(10))
+        .await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    assert_ne!(route(&mut client, VENDOR).await, first.pool_id);
+    let moved = send_with_id(&mut client, VENDOR, "order-1").await;
+    assert_eq!(moved.text, first.text);
+    assert_eq!(
+        moved.pool_id, first.pool_id,
+        "the stored reply names the pool that answered"
+    );
+    let length: usize = connection.llen(session_length(VENDOR)).await.unwrap();
+    assert_eq!(length, 2);
+
+    // A new message id is a new message.
+    let next = send_with_id(&mut client, VENDOR, "order-2").await;
+    assert_ne!(next.pool_id, first.pool_id);
+    let length: usize = connection.llen(session_length(VENDOR)).await.unwrap();
+    assert_eq!(length, 4);
+}

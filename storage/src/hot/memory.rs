@@ -10,8 +10,9 @@ use tokio::time::Instant;
 use voca_character::Turn;
 
 use super::{
-    HotState, SharedStateError, VendorChanges, VendorFiles, ACTIVE_TTL, CHARACTER_TTL,
-    ERASED_VERSION, MAX_SESSION_TURNS, SESSION_TTL, TOMBSTONE_TTL,
+    HotState, MessageClaim, SharedStateError, StoredReply, VendorChanges, VendorFiles, ACTIVE_TTL,
+    CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION, MAX_SESSION_TURNS, REPLY_TTL, SESSION_TTL,
+    TOMBSTONE_TTL,
 };
 
 /// Changes announced but not yet taken by a slow listener, at most; a
@@ -38,6 +39,9 @@ struct Entries {
     active: HashMap<String, HashMap<String, Instant>>,
     /// Expiry of each vendor's tombstone.
     tombstones: HashMap<String, Instant>,
+    /// Messages by vendor, then by message id: `None` while claimed, then
+    /// the reply.
+    messages: HashMap<String, HashMap<String, Expiring<Option<StoredReply>>>>,
 }
 
 struct Expiring<T> {
@@ -191,6 +195,51 @@ impl HotState for MemoryState {
         Some(entries.versions.get(vendor_id).copied().unwrap_or(0))
     }
 
+    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim {
+        let mut entries = self.entries();
+        let messages = entries.messages.entry(vendor_id.to_owned()).or_default();
+        match messages.get(message_id).and_then(Expiring::live) {
+            Some(Some(reply)) => MessageClaim::Finished(reply.clone()),
+            Some(None) => MessageClaim::InProgress,
+            None => {
+                messages.insert(message_id.to_owned(), Expiring::new(None, CLAIM_TTL));
+                MessageClaim::Claimed
+            }
+        }
+    }
+
+    async fn finish_message(
+        &self,
+        vendor_id: &str,
+        user_id: &str,
+        message_id: &str,
+        message: &str,
+        reply: &StoredReply,
+    ) {
+        self.append_exchange(vendor_id, user_id, message, &reply.text)
+            .await;
+        let mut entries = self.entries();
+        if !entries.is_erased(vendor_id) {
+            entries
+                .messages
+                .entry(vendor_id.to_owned())
+                .or_default()
+                .insert(
+                    message_id.to_owned(),
+                    Expiring::new(Some(reply.clone()), REPLY_TTL),
+                );
+        }
+    }
+
+    async fn release_message(&self, vendor_id: &str, message_id: &str) {
+        let mut entries = self.entries();
+        if let Some(messages) = entries.messages.get_mut(vendor_id) {
+            if matches!(messages.get(message_id).map(|m| &m.value), Some(None)) {
+                messages.remove(message_id);
+            }
+        }
+    }
+
     fn watch_changes(&self) -> Option<mpsc::Receiver<String>> {
         let mut changes = self.changes.subscribe();
         let (sender, receiver) = mpsc::channel(CHANGES_BUFFER);
@@ -262,6 +311,10 @@ impl VendorChanges for MemoryState {
                 .sessions
                 .remove(vendor_id)
                 .map_or(0, |users| users.len());
+            deleted += entries
+                .messages
+                .remove(vendor_id)
+                .map_or(0, |messages| messages.len());
             for active in entries.active.values_mut() {
                 active.remove(vendor_id);
             }
@@ -304,6 +357,49 @@ mod tests {
         );
         assert_eq!(changes.recv().await.as_deref(), Some("v1"));
         assert_eq!(changes.recv().await.as_deref(), Some("v1"));
+    }
+
+    #[tokio::test]
+    async fn messages_are_claimed_once_per_vendor() {
+        let state = MemoryState::new();
+        let reply = StoredReply {
+            text: "£4.20".to_owned(),
+            pool_id: "pool-a".to_owned(),
+            character_name: "Rosie".to_owned(),
+        };
+        assert_eq!(state.claim_message("v1", "m1").await, MessageClaim::Claimed);
+        assert_eq!(
+            state.claim_message("v1", "m1").await,
+            MessageClaim::InProgress
+        );
+        assert_eq!(
+            state.claim_message("v2", "m1").await,
+            MessageClaim::Claimed,
+            "one vendor's message id is not another's"
+        );
+        state.release_message("v2", "m1").await;
+        assert_eq!(state.claim_message("v2", "m1").await, MessageClaim::Claimed);
+
+        state
+            .finish_message("v1", "u1", "m1", "How much?", &reply)
+            .await;
+        assert_eq!(
+            state.claim_message("v1", "m1").await,
+            MessageClaim::Finished(reply.clone())
+        );
+        state.release_message("v1", "m1").await;
+        assert_eq!(
+            state.claim_message("v1", "m1").await,
+            MessageClaim::Finished(reply),
+            "releasing keeps a finished reply"
+        );
+        assert_eq!(state.history("v1", "u1").await.unwrap().len(), 2);
+        assert_eq!(
+            state.erase_vendor("v1").await.unwrap(),
+            2,
+            "the conversation and the message"
+        );
+        assert_eq!(state.claim_message("v1", "m1").await, MessageClaim::Claimed);
     }
 
     #[tokio::test]

@@ -85,6 +85,55 @@ pub trait HotState: Send + Sync + 'static {
     /// Starts receiving the ids of vendors whose files changed, or returns
     /// `None` when changes are not announced.
     fn watch_changes(&self) -> Option<mpsc::Receiver<String>>;
+
+    /// Starts work on a message, recorded under its vendor and message id
+    /// together: claims it when nobody has, or returns the reply it got or
+    /// that another pool node is still working on it.
+    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim;
+
+    /// Stores a claimed message's reply for [`REPLY_TTL`] and appends the
+    /// message and reply to the conversation, in one atomic step.
+    async fn finish_message(
+        &self,
+        vendor_id: &str,
+        user_id: &str,
+        message_id: &str,
+        message: &str,
+        reply: &StoredReply,
+    );
+
+    /// Gives up a claimed message whose processing failed, so a retry can
+    /// claim it at once.
+    async fn release_message(&self, vendor_id: &str, message_id: &str);
+}
+
+/// Time a message stays claimed while a pool node works on it. A node that
+/// crashes meanwhile blocks retries of the message at most this long.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// Time a message's reply is kept for retries.
+pub const REPLY_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// A message's reply as kept for retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredReply {
+    pub text: String,
+    /// The pool node that answered.
+    pub pool_id: String,
+    pub character_name: String,
+}
+
+/// The state of a message when a pool node starts on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageClaim {
+    /// This node claimed it and should process it.
+    Claimed,
+    /// It was answered already; the retry gets this reply.
+    Finished(StoredReply),
+    /// Another attempt holds the claim and has not finished.
+    InProgress,
+    /// The state does not track messages, or cannot be reached; the node
+    /// processes the message and deduplicates it only in its own memory.
+    Untracked,
 }
 
 /// No shared state: the stand-in for Redis where none is installed.
@@ -126,6 +175,22 @@ impl HotState for LocalState {
     fn watch_changes(&self) -> Option<mpsc::Receiver<String>> {
         None
     }
+
+    async fn claim_message(&self, _vendor_id: &str, _message_id: &str) -> MessageClaim {
+        MessageClaim::Untracked
+    }
+
+    async fn finish_message(
+        &self,
+        _vendor_id: &str,
+        _user_id: &str,
+        _message_id: &str,
+        _message: &str,
+        _reply: &StoredReply,
+    ) {
+    }
+
+    async fn release_message(&self, _vendor_id: &str, _message_id: &str) {}
 }
 
 /// Version reported for a vendor with a tombstone.

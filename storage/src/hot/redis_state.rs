@@ -7,6 +7,11 @@
 //! - `voca:session-users:{vendor_id}`: the user ids that have a conversation
 //!   with the vendor, so that erasing a vendor finds every conversation
 //!   without scanning the keyspace;
+//! - `voca:messages:{vendor_id}:{message_id}`: a message being answered
+//!   (`in-progress`, for [`CLAIM_TTL`]) or its reply as JSON (for
+//!   [`REPLY_TTL`]), written with the conversation in one script;
+//! - `voca:message-ids:{vendor_id}`: the message ids with such a key, so that
+//!   erasing a vendor finds them;
 //! - `voca:active:{pool_id}`: the set of vendors a pool node has loaded;
 //! - `voca:pools`: the ids of the pool nodes that have an active set;
 //! - `voca:metrics:{pool_id}`: counters of a pool node;
@@ -33,8 +38,9 @@ use voca_character::Turn;
 use voca_common::membership::Backoff;
 
 use super::{
-    HotState, SharedStateError, VendorChanges, VendorFiles, ACTIVE_TTL, CHARACTER_TTL,
-    ERASED_VERSION, MAX_SESSION_TURNS, SESSION_TTL, TOMBSTONE_TTL,
+    HotState, MessageClaim, SharedStateError, StoredReply, VendorChanges, VendorFiles, ACTIVE_TTL,
+    CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION, MAX_SESSION_TURNS, REPLY_TTL, SESSION_TTL,
+    TOMBSTONE_TTL,
 };
 
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
@@ -56,6 +62,7 @@ pub struct RedisState {
     cache_files: redis::Script,
     append_exchange: redis::Script,
     mark_active: redis::Script,
+    finish_message: redis::Script,
 }
 
 impl RedisState {
@@ -76,6 +83,7 @@ impl RedisState {
             cache_files: redis::Script::new(CACHE_FILES_SCRIPT),
             append_exchange: redis::Script::new(APPEND_EXCHANGE_SCRIPT),
             mark_active: redis::Script::new(MARK_ACTIVE_SCRIPT),
+            finish_message: redis::Script::new(FINISH_MESSAGE_SCRIPT),
         })
     }
 
@@ -139,6 +147,26 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 ";
 
+/// Appends an exchange to a conversation and stores the message's reply,
+/// unless the vendor has a tombstone. KEYS: tombstone, session, session
+/// index, message, message index. ARGV: message turn, reply turn, turns
+/// kept, session TTL, user id, reply record, reply TTL, message id.
+const FINISH_MESSAGE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
+redis.call('SADD', KEYS[5], ARGV[8])
+redis.call('EXPIRE', KEYS[5], ARGV[7])
+return 1
+";
+
+/// Value of a message key while a pool node works on the message.
+const IN_PROGRESS: &str = "in-progress";
+
 /// Channel on which changes of vendors' files are announced.
 pub const CHANGES_CHANNEL: &str = "voca:invalidate";
 
@@ -161,6 +189,14 @@ fn session_key(vendor_id: &str, user_id: &str) -> String {
 
 fn session_index_key(vendor_id: &str) -> String {
     format!("voca:session-users:{vendor_id}")
+}
+
+fn message_key(vendor_id: &str, message_id: &str) -> String {
+    format!("voca:messages:{vendor_id}:{message_id}")
+}
+
+fn message_index_key(vendor_id: &str) -> String {
+    format!("voca:message-ids:{vendor_id}")
 }
 
 fn tombstone_key(vendor_id: &str) -> String {
@@ -250,10 +286,12 @@ impl VendorChanges for RedisState {
     async fn erase_vendor(&self, vendor_id: &str) -> Result<usize, SharedStateError> {
         let mut connection = self.connection.clone();
         let index = session_index_key(vendor_id);
-        let (users, pools): (Vec<String>, Vec<String>) = redis::pipe()
+        let messages = message_index_key(vendor_id);
+        let (users, message_ids, pools): (Vec<String>, Vec<String>, Vec<String>) = redis::pipe()
             .set_ex(tombstone_key(vendor_id), 1, TOMBSTONE_TTL.as_secs())
             .ignore()
             .smembers(&index)
+            .smembers(&messages)
             .smembers(POOLS_KEY)
             .query_async(&mut connection)
             .await
@@ -262,7 +300,13 @@ impl VendorChanges for RedisState {
             .iter()
             .map(|user| session_key(vendor_id, user))
             .collect();
-        keys.extend([index, character_key(vendor_id), version_key(vendor_id)]);
+        keys.extend(message_ids.iter().map(|id| message_key(vendor_id, id)));
+        keys.extend([
+            index,
+            messages,
+            character_key(vendor_id),
+            version_key(vendor_id),
+        ]);
         let mut deleted = 0;
         for chunk in keys.chunks(ERASE_BATCH) {
             let count: usize = connection
@@ -404,6 +448,87 @@ impl HotState for RedisState {
                 self.warn("reading a vendor's version", &error);
                 None
             }
+        }
+    }
+
+    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim {
+        let key = message_key(vendor_id, message_id);
+        let mut connection = self.connection.clone();
+        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(&key)
+            .arg(IN_PROGRESS)
+            .arg("NX")
+            .arg("EX")
+            .arg(seconds(CLAIM_TTL))
+            .query_async(&mut connection)
+            .await;
+        match claimed {
+            Ok(Some(_)) => return MessageClaim::Claimed,
+            Ok(None) => {}
+            Err(error) => {
+                self.warn("claiming a message", &error);
+                return MessageClaim::Untracked;
+            }
+        }
+        match connection.get::<_, Option<String>>(&key).await {
+            Ok(Some(value)) if value == IN_PROGRESS => MessageClaim::InProgress,
+            Ok(Some(value)) => match serde_json::from_str(&value) {
+                Ok(reply) => MessageClaim::Finished(reply),
+                Err(error) => {
+                    tracing::warn!(vendor_id, message_id, %error, "stored reply is malformed; answering again");
+                    MessageClaim::Untracked
+                }
+            },
+            // The claim expired between the two commands.
+            Ok(None) => MessageClaim::Untracked,
+            Err(error) => {
+                self.warn("reading a message's reply", &error);
+                MessageClaim::Untracked
+            }
+        }
+    }
+
+    async fn finish_message(
+        &self,
+        vendor_id: &str,
+        user_id: &str,
+        message_id: &str,
+        message: &str,
+        reply: &StoredReply,
+    ) {
+        let record = serde_json::to_string(reply).expect("a reply always serializes");
+        let mut connection = self.connection.clone();
+        let result: redis::RedisResult<i64> = self
+            .finish_message
+            .key(tombstone_key(vendor_id))
+            .key(session_key(vendor_id, user_id))
+            .key(session_index_key(vendor_id))
+            .key(message_key(vendor_id, message_id))
+            .key(message_index_key(vendor_id))
+            .arg(encode_turn(true, message))
+            .arg(encode_turn(false, &reply.text))
+            .arg(MAX_SESSION_TURNS)
+            .arg(seconds(SESSION_TTL))
+            .arg(user_id)
+            .arg(record)
+            .arg(seconds(REPLY_TTL))
+            .arg(message_id)
+            .invoke_async(&mut connection)
+            .await;
+        self.check_script(result, vendor_id, "saving a conversation and its reply");
+    }
+
+    async fn release_message(&self, vendor_id: &str, message_id: &str) {
+        let mut connection = self.connection.clone();
+        let result: redis::RedisResult<()> = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+        )
+        .key(message_key(vendor_id, message_id))
+        .arg(IN_PROGRESS)
+        .invoke_async(&mut connection)
+        .await;
+        if let Err(error) = result {
+            self.warn("releasing a message", &error);
         }
     }
 
