@@ -63,6 +63,7 @@ pub struct RedisState {
     append_exchange: redis::Script,
     mark_active: redis::Script,
     finish_message: redis::Script,
+    release_message: redis::Script,
 }
 
 impl RedisState {
@@ -84,6 +85,7 @@ impl RedisState {
             append_exchange: redis::Script::new(APPEND_EXCHANGE_SCRIPT),
             mark_active: redis::Script::new(MARK_ACTIVE_SCRIPT),
             finish_message: redis::Script::new(FINISH_MESSAGE_SCRIPT),
+            release_message: redis::Script::new(RELEASE_MESSAGE_SCRIPT),
         })
     }
 
@@ -122,19 +124,26 @@ redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
 return 1
 ";
 
-/// Appends an exchange to a conversation and records the user in the
-/// vendor's session index, unless the vendor has a tombstone.
-/// KEYS: tombstone, session, session index. ARGV: message turn, reply turn,
-/// turns kept, TTL in seconds, user id.
-const APPEND_EXCHANGE_SCRIPT: &str = r"
+/// Lua that returns 0 when the vendor has a tombstone, and otherwise
+/// appends an exchange to a conversation and records the user in the
+/// vendor's session index. KEYS: tombstone, session, session index. ARGV:
+/// message turn, reply turn, turns kept, TTL in seconds, user id.
+macro_rules! append_exchange_lua {
+    () => {
+        r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[1], ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 redis.call('EXPIRE', KEYS[3], ARGV[4])
-return 1
-";
+"
+    };
+}
+
+/// Appends an exchange to a conversation unless the vendor has a
+/// tombstone. KEYS and ARGV as in `append_exchange_lua`.
+const APPEND_EXCHANGE_SCRIPT: &str = concat!(append_exchange_lua!(), "return 1\n");
 
 /// Adds a vendor to a pool node's active set, unless the vendor has a
 /// tombstone. KEYS: tombstone, active set, pool index. ARGV: vendor id, TTL
@@ -148,21 +157,22 @@ return 1
 ";
 
 /// Appends an exchange to a conversation and stores the message's reply,
-/// unless the vendor has a tombstone. KEYS: tombstone, session, session
-/// index, message, message index. ARGV: message turn, reply turn, turns
-/// kept, session TTL, user id, reply record, reply TTL, message id.
-const FINISH_MESSAGE_SCRIPT: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[1], ARGV[2])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('SADD', KEYS[3], ARGV[5])
-redis.call('EXPIRE', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
+/// unless the vendor has a tombstone. KEYS: those of `append_exchange_lua`,
+/// then message and message index. ARGV: those of `append_exchange_lua`,
+/// then reply record, reply TTL and message id.
+const FINISH_MESSAGE_SCRIPT: &str = concat!(
+    append_exchange_lua!(),
+    r"redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
 redis.call('SADD', KEYS[5], ARGV[8])
 redis.call('EXPIRE', KEYS[5], ARGV[7])
 return 1
-";
+"
+);
+
+/// Deletes a message key only while it marks the message in progress, so a
+/// stored reply is kept. KEYS: message. ARGV: the in-progress value.
+const RELEASE_MESSAGE_SCRIPT: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end";
 
 /// Value of a message key while a pool node works on the message.
 const IN_PROGRESS: &str = "in-progress";
@@ -520,13 +530,12 @@ impl HotState for RedisState {
 
     async fn release_message(&self, vendor_id: &str, message_id: &str) {
         let mut connection = self.connection.clone();
-        let result: redis::RedisResult<()> = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-        )
-        .key(message_key(vendor_id, message_id))
-        .arg(IN_PROGRESS)
-        .invoke_async(&mut connection)
-        .await;
+        let result: redis::RedisResult<()> = self
+            .release_message
+            .key(message_key(vendor_id, message_id))
+            .arg(IN_PROGRESS)
+            .invoke_async(&mut connection)
+            .await;
         if let Err(error) = result {
             self.warn("releasing a message", &error);
         }
