@@ -389,7 +389,7 @@ struct ImportRound {
     unreadable: u64,
     /// Line number and message of each record that failed with UNAVAILABLE.
     unavailable: Vec<(u64, String)>,
-    /// Why the stream ended before every record was sent, if it did.
+    /// Reason the stream ended before every record was sent, if it did.
     stream_error: Option<String>,
 }
 

@@ -32,7 +32,7 @@ pub struct RegistryProxy {
 }
 
 impl RegistryProxy {
-    /// A proxy to the registry at `address` (host:port). It connects on
+    /// Creates a proxy to the registry at `address` (host:port). It connects on
     /// first use and again after a lost connection, so the gateway starts
     /// while the registry is down.
     pub fn new(address: &str) -> Result<Self, String> {
@@ -48,7 +48,7 @@ impl RegistryProxy {
         })
     }
 
-    /// A proxy that answers every call with UNIMPLEMENTED.
+    /// Creates a proxy that rejects every call with UNIMPLEMENTED.
     pub fn none() -> Self {
         Self { registry: None }
     }

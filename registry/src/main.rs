@@ -43,9 +43,9 @@ struct Args {
     database_connect_timeout: u64,
     #[command(flatten)]
     store: StoreArgs,
-    /// Redis URL (redis://host:port) shared with the pool nodes, through which
-    /// updates and deletions reach them at once [default: none; pool nodes
-    /// then see changes when their cached copy expires].
+    /// Redis URL (redis://host:port) shared with the pool nodes. Updates and
+    /// deletions reach them through it at once [default: none, so pool nodes
+    /// see changes when their cached copy expires].
     #[arg(long = "redis", env = "VOCA_REDIS_URL")]
     redis_url: Option<String>,
     /// Time allowed for in-flight calls at shutdown, in seconds.

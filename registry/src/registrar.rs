@@ -3,7 +3,7 @@
 //! pool nodes share in Redis.
 //!
 //! Registration claims the id first with a pending row, so that two
-//! registrations of one id never write over each other's files; it writes
+//! registrations of one id never write over each other's files. It writes
 //! the files, `character.json` last, and only then makes the row active. A
 //! registration that fails removes what it wrote, and only that.
 //!
@@ -97,7 +97,7 @@ impl VendorLocks {
     async fn lock(&self, vendor_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-            // Locks nobody holds or waits for are dropped here, so the map
+            // Locks with no holder and no waiter are dropped here, so the map
             // only grows with the number of calls in flight.
             locks.retain(|_, lock| lock.strong_count() > 0);
             match locks.get(vendor_id).and_then(Weak::upgrade) {
@@ -651,7 +651,7 @@ mod tests {
     use crate::db::SqliteDatabase;
     use crate::template::BusinessProfile;
 
-    /// A registrar over an in-memory SQLite database, a folder store and
+    /// Builds a registrar over an in-memory SQLite database, a folder store and
     /// in-process shared state, with an empty ring.
     fn registrar(root: &std::path::Path) -> (Registrar, Arc<MemoryState>, Arc<FileStore>) {
         let shared = Arc::new(MemoryState::new());
@@ -769,6 +769,16 @@ mod tests {
         assert!(store.knowledge("crumb", None).await.unwrap().is_empty());
     }
 
+    /// Reads a vendor's `metadata.json` as JSON.
+    async fn stored_metadata(store: &FileStore, vendor_id: &str) -> serde_json::Value {
+        let bytes = store
+            .read_object(&format!("vendors/{vendor_id}/metadata.json"), 1 << 20)
+            .await
+            .unwrap()
+            .expect("the vendor has metadata.json");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
     #[tokio::test]
     async fn updates_keep_documents_within_the_load_limit() {
         let root = tempfile::tempdir().unwrap();
@@ -778,12 +788,7 @@ mod tests {
             .register(registration(Some("crumb"), "£3.40"))
             .await
             .unwrap();
-        let metadata = store
-            .read_object("vendors/crumb/metadata.json", 1 << 20)
-            .await
-            .unwrap()
-            .unwrap();
-        let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+        let metadata = stored_metadata(&store, "crumb").await;
         assert_eq!(metadata["knowledge"]["menu.md"], 25);
         assert!(metadata["profile"]["name"].is_string(), "{metadata}");
 
@@ -822,12 +827,7 @@ mod tests {
             .update(add(vec!["menu.md".to_owned()]))
             .await
             .unwrap();
-        let metadata = store
-            .read_object("vendors/crumb/metadata.json", 1 << 20)
-            .await
-            .unwrap()
-            .unwrap();
-        let metadata: serde_json::Value = serde_json::from_slice(&metadata).unwrap();
+        let metadata = stored_metadata(&store, "crumb").await;
         assert_eq!(metadata["knowledge"], serde_json::json!({"hours.md": 15}));
         assert!(metadata["profile"]["name"].is_string(), "{metadata}");
     }

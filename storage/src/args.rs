@@ -3,7 +3,7 @@
 
 use crate::store::{self, CharacterStore};
 
-/// Where vendors' files live.
+/// Location of vendors' files: the character store and how to reach it.
 #[derive(clap::Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Character store URL: file:///path for a local directory, or s3://BUCKET

@@ -19,8 +19,8 @@ pub use view::{MembershipChange, MembershipView};
 
 use crate::ring::{Ring, RingParams};
 
-/// Where a process that routes on the ring, but does not serve on it (a
-/// gateway or the registry), learns the members.
+/// Source of the members for a process that routes on the ring but does
+/// not serve on it, such as a gateway or the registry.
 #[derive(Clone)]
 pub enum RingSource {
     Etcd {

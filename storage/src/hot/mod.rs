@@ -1,8 +1,8 @@
 //! State shared by every pool node: characters read from the store, and
 //! conversation history, so that a vendor that moves to another pool node
-//! keeps its conversations and need not be read from the store again; and
-//! the changes the registry announces, so that pool nodes drop a changed or
-//! erased vendor at once.
+//! keeps its conversations and need not be read from the store again. It
+//! also carries the changes the registry announces, so that pool nodes drop
+//! a changed or erased vendor at once.
 //!
 //! - [`RedisState`] keeps it in Redis, shared by every process of a mesh.
 //! - [`MemoryState`] keeps it in this process's memory, shared by the pool
@@ -87,7 +87,7 @@ pub trait HotState: Send + Sync + 'static {
     fn watch_changes(&self) -> Option<mpsc::Receiver<String>>;
 
     /// Starts work on a message, recorded under its vendor and message id
-    /// together: claims it when nobody has, or returns the reply it got or
+    /// together: claims it when no attempt has, or returns the reply it got or
     /// that another pool node is still working on it.
     async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim;
 
@@ -129,7 +129,7 @@ pub enum MessageClaim {
     Claimed,
     /// It was answered already; the retry gets this reply.
     Finished(StoredReply),
-    /// Another attempt holds the claim and has not finished.
+    /// Another attempt has the claim and has not finished.
     InProgress,
     /// The state does not track messages, or cannot be reached; the node
     /// processes the message and deduplicates it only in its own memory.
