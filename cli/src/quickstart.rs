@@ -102,6 +102,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             cache_ttl: voca_pool_node::agents::DEFAULT_CACHE_TTL,
             ring_params: RingParams::default(),
             membership: MembershipConfig::Local(membership.clone()),
+            // The gateway stops first, so no call can arrive while draining.
+            drain_grace: Duration::ZERO,
             shutdown_deadline: Duration::from_secs(2),
         })
         .await?;

@@ -46,3 +46,14 @@ pub fn reflection_services(
         .expect("embedded descriptor sets are valid");
     (v1, v1alpha)
 }
+
+/// Trailers of the FAILED_PRECONDITION a pool node answers when its ring,
+/// newer than the one a message was routed on, names another owner.
+pub mod redirect {
+    /// Id of the pool node that owns the vendor.
+    pub const OWNER_ID: &str = "voca-owner-id";
+    /// Address of that pool node, as host:port.
+    pub const OWNER_ADDRESS: &str = "voca-owner-address";
+    /// Version of the ring that names the owner.
+    pub const RING_VERSION: &str = "voca-ring-version";
+}

@@ -26,6 +26,10 @@ pub struct Member {
     pub state: NodeState,
     /// Release of the software the node runs.
     pub version: String,
+    /// Random id of the process registered under this id, so that a node
+    /// can tell a restarted process from the one that held a claim before.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub incarnation: String,
 }
 
 /// A membership value that cannot be used.
@@ -117,6 +121,7 @@ mod tests {
             weight: 1,
             state: NodeState::Serving,
             version: "0.1.0".to_owned(),
+            incarnation: "5f0c2a7d9e4b1836".to_owned(),
         }
     }
 

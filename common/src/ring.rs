@@ -6,7 +6,7 @@
 //! so every gateway and pool node, on any platform and release, computes the
 //! same owner. The ring is pure: no I/O, no clock, no async.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
@@ -89,6 +89,9 @@ pub struct Ring {
     /// Serving members, sorted by id.
     members: Vec<Member>,
     by_id: HashMap<Arc<str>, usize>,
+    /// Incarnations of every registered member by id, draining ones
+    /// included.
+    registered: Arc<BTreeMap<String, String>>,
     points: HashRing<Point>,
 }
 
@@ -104,10 +107,38 @@ impl Ring {
         for member in members {
             unique.insert(member.id.clone(), member);
         }
-        let mut members: Vec<Member> = unique
+        let registered = Arc::new(
+            unique
+                .values()
+                .map(|m| (m.id.clone(), m.incarnation.clone()))
+                .collect(),
+        );
+        let serving = unique
             .into_values()
             .filter(|m| m.state == NodeState::Serving && m.weight > 0)
             .collect();
+        Self::place(params, version, serving, registered)
+    }
+
+    /// Returns this ring without the members in `excluded`, at the same
+    /// version. Each vendor of an excluded member goes to the next distinct
+    /// member clockwise, and every other vendor stays where it is.
+    pub fn without(&self, excluded: &[String]) -> Ring {
+        let kept = self
+            .members
+            .iter()
+            .filter(|m| !excluded.contains(&m.id))
+            .cloned()
+            .collect();
+        Self::place(self.params, self.version, kept, self.registered.clone())
+    }
+
+    fn place(
+        params: RingParams,
+        version: u64,
+        mut members: Vec<Member>,
+        registered: Arc<BTreeMap<String, String>>,
+    ) -> Ring {
         members.sort_by(|a, b| a.id.cmp(&b.id));
 
         let mut points = Vec::new();
@@ -135,6 +166,7 @@ impl Ring {
             version,
             members,
             by_id,
+            registered,
             points: ring,
         }
     }
@@ -160,6 +192,18 @@ impl Ring {
     /// Returns the serving member with this id.
     pub fn member(&self, node_id: &str) -> Option<&Member> {
         self.by_id.get(node_id).map(|&i| &self.members[i])
+    }
+
+    /// Returns whether a member with this id is registered, serving or
+    /// draining.
+    pub fn is_registered(&self, node_id: &str) -> bool {
+        self.registered.contains_key(node_id)
+    }
+
+    /// Returns the incarnation of the registered member `node_id`: empty
+    /// when it registered none.
+    pub fn incarnation(&self, node_id: &str) -> Option<&str> {
+        self.registered.get(node_id).map(String::as_str)
     }
 
     /// Serving members, sorted by id.

@@ -7,6 +7,7 @@ fn member(id: &str, weight: u32) -> Member {
         weight,
         state: NodeState::Serving,
         version: "test".to_owned(),
+        incarnation: String::new(),
     }
 }
 
@@ -107,6 +108,38 @@ fn draining_member_owns_nothing() {
     assert_eq!(ring.len(), 1);
     assert!(ring.member("pool-b").is_none());
     assert_eq!(ring.owner("anything").unwrap().id, "pool-a");
+}
+
+#[test]
+fn draining_member_stays_registered() {
+    let mut draining = member("pool-b", 1);
+    draining.state = NodeState::Draining;
+    let ring = Ring::build(RingParams::default(), 1, [member("pool-a", 1), draining]);
+    assert!(ring.is_registered("pool-a"));
+    assert!(ring.is_registered("pool-b"));
+    assert!(!ring.is_registered("pool-c"));
+}
+
+#[test]
+fn ring_without_a_member_moves_only_its_vendors() {
+    let full = ring_of(&["pool-a", "pool-b", "pool-c"], 500);
+    let reduced = full.without(&["pool-b".to_owned()]);
+    assert_eq!(reduced.version(), full.version());
+    assert_eq!(reduced.len(), 2);
+    assert!(
+        reduced.is_registered("pool-b"),
+        "leaving out is not leaving"
+    );
+    let rebuilt = ring_of(&["pool-a", "pool-c"], 500);
+    for i in 0..5_000 {
+        let vendor = format!("vendor-{i}");
+        let before = &full.owner(&vendor).unwrap().id;
+        let after = &reduced.owner(&vendor).unwrap().id;
+        assert_eq!(after, &rebuilt.owner(&vendor).unwrap().id);
+        if before != "pool-b" {
+            assert_eq!(before, after, "{vendor} moved off a member that stayed");
+        }
+    }
 }
 
 #[test]

@@ -9,7 +9,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
-use voca_common::membership::RingSource;
+use voca_common::membership::etcd::{self, Keys};
+use voca_common::membership::{MembershipError, RingSource};
 use voca_common::{RingHandle, RingParams};
 use voca_proto::v1::gateway_server::GatewayServer;
 use voca_proto::v1::vendor_registry_server::VendorRegistryServer;
@@ -38,6 +39,7 @@ pub struct RunningGateway {
     stop: oneshot::Sender<()>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     watcher: Option<JoinHandle<()>>,
+    first_ring: JoinHandle<()>,
     shutdown_deadline: Duration,
 }
 
@@ -64,15 +66,51 @@ impl RunningGateway {
         if let Some(watcher) = self.watcher {
             watcher.abort();
         }
+        self.first_ring.abort();
     }
 }
 
-/// Reads the ring, binds the listener and starts serving.
+/// Time the gateway waits at start for etcd before it serves without a ring.
+const ETCD_START_WAIT: Duration = Duration::from_secs(3);
+
+/// Starts following the ring. When etcd does not answer within
+/// [`ETCD_START_WAIT`], the gateway says so and serves anyway: calls get
+/// UNAVAILABLE until etcd answers, and are routed from then on.
+async fn follow_ring(
+    source: RingSource,
+    params: RingParams,
+) -> anyhow::Result<(RingHandle, Option<JoinHandle<()>>)> {
+    let RingSource::Etcd { endpoints, prefix } = source else {
+        return Ok(source.follow(params).await?);
+    };
+    let client = etcd::connect(&endpoints).await?;
+    let keys = Keys::new(&prefix);
+    let ring = RingHandle::new(params);
+    let checked = tokio::time::timeout(
+        ETCD_START_WAIT,
+        etcd::ensure_ring_params(client.clone(), &keys, params),
+    )
+    .await;
+    match checked {
+        Ok(Ok(())) => {}
+        Ok(Err(error @ (MembershipError::Etcd(_) | MembershipError::Timeout(_)))) => {
+            tracing::error!(etcd = ?endpoints, %error, "etcd is unreachable; serving with no pool nodes, answering UNAVAILABLE, until etcd answers");
+        }
+        Err(_) => {
+            tracing::error!(etcd = ?endpoints, wait = ?ETCD_START_WAIT, "etcd did not answer; serving with no pool nodes, answering UNAVAILABLE, until etcd answers");
+        }
+        Ok(Err(error)) => return Err(error.into()),
+    }
+    let watcher = etcd::spawn_checked_watcher(client, keys, ring.clone());
+    Ok((ring, Some(watcher)))
+}
+
+/// Starts following the ring, binds the listener and starts serving.
 ///
 /// Fails when etcd holds other ring parameters. While etcd is unreachable
-/// it retries.
+/// it serves, answering UNAVAILABLE until etcd answers.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
-    let (ring, watcher) = config.ring_source.follow(config.ring_params).await?;
+    let (ring, watcher) = follow_ring(config.ring_source, config.ring_params).await?;
     let router = Arc::new(Router::follow(ring.clone()));
     let registry = match &config.registry {
         Some(address) => RegistryProxy::new(address).map_err(anyhow::Error::msg)?,
@@ -84,7 +122,26 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         .with_context(|| format!("binding {} failed", config.listen))?;
     let local_addr = listener.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<GatewayServer<GatewayService>>().await;
+    // The gateway reports NOT_SERVING, for its service and for the server as
+    // a whole (the name Kubernetes probes check), until it has read the ring.
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<GatewayServer<GatewayService>>()
+        .await;
+    let mut versions = ring.subscribe();
+    let first_ring = tokio::spawn(async move {
+        while *versions.borrow_and_update() == 0 {
+            if versions.changed().await.is_err() {
+                return;
+            }
+        }
+        health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        health.set_serving::<GatewayServer<GatewayService>>().await;
+    });
     let (reflection_v1, reflection_v1alpha) =
         voca_common::grpc::reflection_services(&["voca.v1.Gateway", "voca.v1.VendorRegistry"]);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -111,6 +168,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         stop,
         server,
         watcher,
+        first_ring,
         shutdown_deadline: config.shutdown_deadline,
     })
 }

@@ -11,7 +11,7 @@ use voca_common::process::{init_tracing, shutdown_signal, split_endpoints};
 use voca_common::RingParams;
 use voca_pool_node::agents::{DEFAULT_CACHE_BYTES, DEFAULT_CACHE_TTL};
 use voca_pool_node::hot::{HotState, LocalState, RedisState};
-use voca_pool_node::server::{DEFAULT_LEASE_TTL, DEFAULT_SHUTDOWN_DEADLINE};
+use voca_pool_node::server::{DEFAULT_DRAIN_GRACE, DEFAULT_LEASE_TTL, DEFAULT_SHUTDOWN_DEADLINE};
 use voca_pool_node::{MembershipConfig, PoolNodeConfig};
 use voca_storage::args::StoreArgs;
 
@@ -56,7 +56,12 @@ struct Args {
     /// Time a loaded character is served before its files are read again, in seconds.
     #[arg(long, env = "VOCA_CACHE_TTL", default_value_t = DEFAULT_CACHE_TTL.as_secs())]
     cache_ttl: u64,
-    /// Time allowed for in-flight calls at shutdown, in seconds.
+    /// Time a draining node (on SIGTERM or Ctrl-C) keeps answering new calls,
+    /// so that every gateway has seen it draining, in milliseconds.
+    #[arg(long, env = "VOCA_DRAIN_GRACE_MS", default_value_t = DEFAULT_DRAIN_GRACE.as_millis() as u64)]
+    drain_grace_ms: u64,
+    /// Time allowed for the whole drain at shutdown (grace period, then the
+    /// calls in flight), in seconds.
     #[arg(long, env = "VOCA_SHUTDOWN_DEADLINE", default_value_t = DEFAULT_SHUTDOWN_DEADLINE.as_secs())]
     shutdown_deadline: u64,
 }
@@ -106,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
             prefix: args.etcd_prefix,
             lease_ttl: Duration::from_secs(args.lease_ttl),
         },
+        drain_grace: Duration::from_millis(args.drain_grace_ms),
         shutdown_deadline: Duration::from_secs(args.shutdown_deadline),
     };
     let node = tokio::select! {

@@ -1,6 +1,7 @@
 //! Starting and stopping a pool node: bind, join the ring, serve, leave.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +24,12 @@ use crate::store::CharacterStore;
 
 /// Default lease TTL of a pool node's registration.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
-/// Default time allowed for in-flight calls to finish at shutdown.
+/// Default time allowed for a drain: the grace period, then the calls in
+/// flight.
 pub const DEFAULT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Default time a draining node keeps answering new calls, so that every
+/// gateway has seen it draining before it stops listening.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// The membership a pool node registers in.
 #[derive(Clone)]
@@ -55,6 +60,9 @@ pub struct PoolNodeConfig {
     pub cache_ttl: Duration,
     pub ring_params: RingParams,
     pub membership: MembershipConfig,
+    /// Time a draining node keeps answering new calls; see
+    /// [`RunningPoolNode::shutdown`].
+    pub drain_grace: Duration,
     pub shutdown_deadline: Duration,
 }
 
@@ -70,6 +78,7 @@ pub struct RunningPoolNode {
     /// Tasks that keep the agent cache in step with the ring and with
     /// announced changes.
     background: Vec<JoinHandle<()>>,
+    drain_grace: Duration,
     shutdown_deadline: Duration,
 }
 
@@ -87,15 +96,51 @@ impl RunningPoolNode {
         &self.node_id
     }
 
-    /// Leaves the ring, then lets in-flight calls finish within the
-    /// shutdown deadline.
+    /// Drains the node and stops it, within the shutdown deadline:
+    ///
+    /// 1. marks the node draining in its membership record and reports
+    ///    NOT_SERVING on the health service, so gateways send its vendors
+    ///    to the next node on the ring;
+    /// 2. keeps answering calls for the drain grace period, while gateways
+    ///    that have not seen the change still send some;
+    /// 3. stops accepting connections and lets the calls in flight finish;
+    /// 4. revokes its lease, which removes it from the ring at once.
     pub async fn shutdown(self) {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.shutdown_deadline;
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         self.health
             .set_not_serving::<PoolNodeServer<PoolNodeService>>()
             .await;
+        match &self.leave {
+            Leave::Etcd(registration) => {
+                let marked =
+                    tokio::time::timeout_at(deadline, registration.set_state(NodeState::Draining))
+                        .await;
+                match marked {
+                    Ok(Ok(())) => {
+                        tracing::info!(node_id = %self.node_id, grace = ?self.drain_grace, "draining")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "marking the node draining in etcd failed; gateways see it leave when its lease is revoked")
+                    }
+                    Err(_) => tracing::warn!("marking the node draining in etcd timed out"),
+                }
+            }
+            Leave::Local(membership) => membership.set_state(&self.node_id, NodeState::Draining),
+        }
+        tokio::time::sleep_until((started + self.drain_grace).min(deadline)).await;
+
+        let _ = self.stop.send(());
+        match tokio::time::timeout_at(deadline, self.server).await {
+            Ok(_) => tracing::info!(node_id = %self.node_id, "calls in flight finished"),
+            Err(_) => tracing::warn!(
+                node_id = %self.node_id, deadline = ?self.shutdown_deadline,
+                "shutdown deadline passed with calls still in flight"
+            ),
+        }
         match self.leave {
             Leave::Etcd(registration) => {
                 if let Err(error) = registration.revoke().await {
@@ -110,14 +155,7 @@ impl RunningPoolNode {
         for task in &self.background {
             task.abort();
         }
-        let _ = self.stop.send(());
-        match tokio::time::timeout(self.shutdown_deadline, self.server).await {
-            Ok(_) => tracing::info!(node_id = %self.node_id, "pool node stopped"),
-            Err(_) => tracing::warn!(
-                node_id = %self.node_id, deadline = ?self.shutdown_deadline,
-                "shutdown deadline passed with calls still in flight"
-            ),
-        }
+        tracing::info!(node_id = %self.node_id, took = ?started.elapsed(), "pool node stopped");
     }
 }
 
@@ -138,12 +176,14 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         ),
         None => local_addr.to_string(),
     };
+    let incarnation = format!("{:016x}", uuid::Uuid::new_v4().as_u64_pair().0);
     let member = Member {
         id: config.node_id.clone(),
         address: advertise,
         weight: config.weight,
         state: NodeState::Serving,
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        incarnation: incarnation.clone(),
     };
     member.check().context("invalid pool node settings")?;
 
@@ -186,12 +226,15 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
             }
         }));
     }
+    let lease_live = Arc::new(AtomicBool::new(true));
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
         config.hot.clone(),
         config.responder.clone(),
         ring,
+        incarnation,
+        lease_live.clone(),
     );
     let (health, health_service) = tonic_health::server::health_reporter();
     // The node reports NOT_SERVING until it is registered on the ring.
@@ -229,7 +272,15 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
             })
             .await;
             match registration {
-                Ok(registration) => Leave::Etcd(registration),
+                Ok(registration) => {
+                    let mut live = registration.live();
+                    background.push(tokio::spawn(async move {
+                        while live.changed().await.is_ok() {
+                            lease_live.store(*live.borrow_and_update(), Ordering::Relaxed);
+                        }
+                    }));
+                    Leave::Etcd(registration)
+                }
                 Err(error) => {
                     let _ = stop.send(());
                     background.iter().for_each(JoinHandle::abort);
@@ -263,6 +314,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         server,
         watcher,
         background,
+        drain_grace: config.drain_grace,
         shutdown_deadline: config.shutdown_deadline,
     })
 }

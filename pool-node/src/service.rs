@@ -1,25 +1,28 @@
 //! The pool node's internal gRPC service.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
-
-use tonic::{Request, Response, Status};
-use voca_character::{Prompt, Responder};
+use tonic::metadata::MetadataMap;
+use tonic::{Code, Request, Response, Status};
+use voca_character::{Prompt, Responder, Turn};
+use voca_common::grpc::redirect;
 use voca_common::input;
-use voca_common::RingHandle;
+use voca_common::{Ring, RingHandle};
 use voca_proto::v1::pool_node_server::PoolNode;
 use voca_proto::v1::{OwnerRequest, OwnerResponse, ProcessRequest, ProcessResponse};
 
 use crate::agents::{Agents, LoadError};
 use crate::history::{Conversations, DEFAULT_HISTORY_BYTES};
-use crate::hot::{HotState, MessageClaim, StoredReply, REPLY_TTL};
+use crate::hot::{holder_process, Attempt, Finish, HotState, MessageClaim, StoredReply, REPLY_TTL};
 
-/// Time a retry waits for another attempt at the same message to finish.
+/// Time a message waits for another attempt at it, or at an earlier message
+/// of its conversation on another pool node, before it gets ABORTED.
 const IN_PROGRESS_WAIT: Duration = Duration::from_secs(3);
-/// Time between checks of a message another attempt is answering.
-const IN_PROGRESS_POLL: Duration = Duration::from_millis(50);
+/// Time between checks of a message or conversation another attempt holds.
+const IN_PROGRESS_POLL: Duration = Duration::from_millis(20);
 /// Replies this node keeps for retries, at most.
 const MAX_LOCAL_REPLIES: u64 = 100_000;
 
@@ -34,6 +37,14 @@ pub struct PoolNodeService {
     replies: Cache<String, Arc<ProcessResponse>>,
     responder: Arc<dyn Responder>,
     ring: RingHandle,
+    /// This process's random id, part of every attempt token, so that a
+    /// restarted node can tell its own earlier claims from current ones.
+    incarnation: String,
+    attempts: AtomicU64,
+    /// False while the node's etcd lease is known to have expired.
+    lease_live: Arc<AtomicBool>,
+    /// The last ring with nodes left out that a request asked for.
+    reduced: Mutex<Option<ReducedRing>>,
 }
 
 impl PoolNodeService {
@@ -43,6 +54,8 @@ impl PoolNodeService {
         hot: Arc<dyn HotState>,
         responder: Arc<dyn Responder>,
         ring: RingHandle,
+        incarnation: String,
+        lease_live: Arc<AtomicBool>,
     ) -> Self {
         Self {
             node_id,
@@ -55,58 +68,135 @@ impl PoolNodeService {
                 .build(),
             responder,
             ring,
+            incarnation,
+            attempts: AtomicU64::new(0),
+            lease_live,
+            reduced: Mutex::new(None),
         }
     }
-}
 
-impl PoolNodeService {
-    /// Answers a message with a message id once across the mesh: returns
-    /// the stored reply of an attempt that finished, waits up to
-    /// [`IN_PROGRESS_WAIT`] for one still running, or claims the message and
-    /// answers it.
-    async fn answer_once(&self, request: &ProcessRequest) -> Result<Arc<ProcessResponse>, Status> {
-        let (vendor_id, message_id) = (&request.vendor_id, &request.message_id);
-        let deadline = Instant::now() + IN_PROGRESS_WAIT;
-        loop {
-            match self.hot.claim_message(vendor_id, message_id).await {
-                MessageClaim::Finished(reply) => {
-                    tracing::debug!(%message_id, "answered before; returning the stored reply");
-                    return Ok(Arc::new(ProcessResponse {
-                        text: reply.text,
-                        pool_id: reply.pool_id,
-                        character_name: reply.character_name,
-                    }));
-                }
-                MessageClaim::InProgress if Instant::now() < deadline => {
-                    tokio::time::sleep(IN_PROGRESS_POLL).await;
-                }
-                MessageClaim::InProgress => {
-                    return Err(Status::aborted(format!(
-                        "message {message_id:?} for vendor {vendor_id:?} is still being answered by another attempt; retry it with the same message id later"
-                    )));
-                }
-                MessageClaim::Claimed => {
-                    return match self.answer(request, true).await {
-                        Ok(reply) => Ok(Arc::new(reply)),
-                        Err(status) => {
-                            self.hot.release_message(vendor_id, message_id).await;
-                            Err(status)
-                        }
-                    };
-                }
-                MessageClaim::Untracked => return self.answer(request, false).await.map(Arc::new),
+    /// Returns `ring` without the nodes in `left_out`, reusing the last one
+    /// built when a request asks for the same.
+    fn without(&self, ring: &Arc<Ring>, left_out: &[String]) -> Arc<Ring> {
+        let mut left_out = left_out.to_vec();
+        left_out.sort();
+        left_out.dedup();
+        let mut reduced = self.reduced.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((version, nodes, built)) = reduced.as_ref() {
+            if *version == ring.version() && *nodes == left_out {
+                return built.clone();
             }
         }
+        let built = Arc::new(ring.without(&left_out));
+        *reduced = Some((ring.version(), left_out, built.clone()));
+        built
     }
 
-    /// Loads the vendor's agent, answers the message and records the
-    /// exchange, with the reply stored under the message id when the
-    /// message was `claimed`.
-    async fn answer(
+    /// Refuses a message that this node's ring, newer than the one the
+    /// gateway routed it on, gives to another node: the answer names the
+    /// owner so that the gateway can send it there. A request routed on
+    /// ring version 0 was not routed on a ring and is not checked.
+    fn check_owner(&self, request: &ProcessRequest) -> Result<(), Status> {
+        let ring = self.ring.load();
+        if request.ring_version == 0 || ring.version() <= request.ring_version || ring.is_empty() {
+            return Ok(());
+        }
+        let effective = if request.left_out.is_empty() {
+            ring.clone()
+        } else {
+            self.without(&ring, &request.left_out)
+        };
+        match effective.owner(&request.vendor_id) {
+            Some(owner) if owner.id != self.node_id => {
+                let mut trailers = MetadataMap::new();
+                for (key, value) in [
+                    (redirect::OWNER_ID, owner.id.clone()),
+                    (redirect::OWNER_ADDRESS, owner.address.clone()),
+                    (redirect::RING_VERSION, ring.version().to_string()),
+                ] {
+                    if let Ok(value) = value.parse() {
+                        trailers.insert(key, value);
+                    }
+                }
+                Err(Status::with_metadata(
+                    Code::FailedPrecondition,
+                    format!(
+                        "vendor {:?} belongs to pool node {} at {} on ring version {}, newer than the request's {}; send it there",
+                        request.vendor_id, owner.id, owner.address, ring.version(), request.ring_version
+                    ),
+                    trailers,
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns whether the shared-state claims of process `incarnation` of
+    /// `pool_id` may be taken over: the gateway left the node out as
+    /// unreachable, or on a ring at least as new as the gateway's the node
+    /// is no longer registered or another process of it is.
+    fn is_gone(&self, pool_id: &str, incarnation: &str, request: &ProcessRequest) -> bool {
+        if request.left_out.iter().any(|id| id == pool_id) {
+            return true;
+        }
+        let ring = self.ring.load();
+        if ring.version() < request.ring_version || ring.is_empty() {
+            return false;
+        }
+        match ring.incarnation(pool_id) {
+            None => true,
+            Some(registered) => !registered.is_empty() && registered != incarnation,
+        }
+    }
+
+    /// Claims the message and its conversation in the shared state, taking
+    /// over from pool nodes that are gone, and waiting up to
+    /// [`IN_PROGRESS_WAIT`] for attempts that are still running.
+    async fn claim(
         &self,
+        attempt: &Attempt,
         request: &ProcessRequest,
-        claimed: bool,
-    ) -> Result<ProcessResponse, Status> {
+    ) -> Result<MessageClaim, Status> {
+        // A claim by any process of this node id is taken over: an earlier
+        // process has stopped, and an attempt of this process that still
+        // holds the message or the conversation ended without releasing it.
+        // This attempt holds the conversation's local lock, and the replies
+        // cache lets one attempt at a time work on a message.
+        let mut take_over = vec![format!("{}/", self.node_id)];
+        take_over.extend(request.left_out.iter().map(|id| format!("{id}/")));
+        let deadline = Instant::now() + IN_PROGRESS_WAIT;
+        loop {
+            let claim = self.hot.claim_message(attempt, &take_over).await;
+            let (holder, what) = match &claim {
+                MessageClaim::InProgress(holder) => (holder, "this message"),
+                MessageClaim::ConversationBusy(holder) => {
+                    (holder, "an earlier message of the same conversation")
+                }
+                _ => return Ok(claim),
+            };
+            let (pool, incarnation) = holder_process(holder);
+            let prefix = format!("{pool}/{incarnation}/");
+            if !take_over.iter().any(|p| prefix.starts_with(p.as_str()))
+                && self.is_gone(pool, incarnation, request)
+            {
+                tracing::info!(holder = %holder, "taking over from a pool node that is gone");
+                take_over.push(prefix);
+                continue;
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::aborted(format!(
+                    "pool node {pool} is still answering {what} (message {:?} of vendor {:?}); retry with the same message id shortly",
+                    request.message_id, request.vendor_id
+                )));
+            }
+            tokio::time::sleep(IN_PROGRESS_POLL).await;
+        }
+    }
+
+    /// Answers a message: once across the mesh when it has a message id and
+    /// the shared state tracks messages, after the earlier messages of its
+    /// conversation, and recording the exchange.
+    async fn answer(&self, request: &ProcessRequest) -> Result<ProcessResponse, Status> {
         let agent = self
             .agents
             .get(&request.vendor_id)
@@ -117,68 +207,112 @@ impl PoolNodeService {
             .get(&request.vendor_id, &request.user_id)
             .await;
         // The local lock keeps one conversation's messages in order on this
-        // node. The shared history, when reachable, is the one that follows
-        // the vendor to other pool nodes.
+        // node; the conversation lease in the shared state keeps them in
+        // order across pool nodes.
         let mut turns = conversation.lock().await;
-        let shared = self.hot.history(&request.vendor_id, &request.user_id).await;
+        let attempt = (!request.message_id.is_empty()).then(|| Attempt {
+            vendor_id: request.vendor_id.clone(),
+            user_id: request.user_id.clone(),
+            message_id: request.message_id.clone(),
+            token: Attempt::token(
+                &self.node_id,
+                &self.incarnation,
+                self.attempts.fetch_add(1, Ordering::Relaxed),
+            ),
+        });
+        let (attempt, shared) = match attempt {
+            Some(attempt) => match self.claim(&attempt, request).await? {
+                MessageClaim::Finished(reply) => {
+                    tracing::debug!(message_id = %request.message_id, "answered before; returning the stored reply");
+                    return Ok(stored_response(reply));
+                }
+                MessageClaim::Claimed(history) => (Some(attempt), Some(history)),
+                _ => (None, None),
+            },
+            None => (
+                None,
+                self.hot.history(&request.vendor_id, &request.user_id).await,
+            ),
+        };
+        let history: &[Turn] = match &shared {
+            Some(history) => history,
+            None => turns.make_contiguous(),
+        };
         let prompt = Prompt {
             user_id: &request.user_id,
             text: &request.text,
-            history: match &shared {
-                Some(history) => history,
-                None => turns.make_contiguous(),
-            },
+            history,
         };
-        let reply = self
-            .responder
-            .respond(&agent, &prompt)
-            .await
-            .map_err(|error| {
+        let reply = match self.responder.respond(&agent, &prompt).await {
+            Ok(reply) => reply,
+            Err(error) => {
                 tracing::error!(%error, "responder failed");
-                Status::internal(format!(
+                if let Some(attempt) = &attempt {
+                    self.hot.release_message(attempt).await;
+                }
+                return Err(Status::internal(format!(
                     "the responder failed for vendor {:?}: {error}",
                     request.vendor_id
-                ))
-            })?;
-        conversation.record(&mut turns, &request.text, &reply.text);
-        let character_name = agent.name().to_owned();
-        if claimed {
-            let stored = StoredReply {
-                text: reply.text.clone(),
-                pool_id: self.node_id.clone(),
-                character_name: character_name.clone(),
-            };
-            self.hot
-                .finish_message(
-                    &request.vendor_id,
-                    &request.user_id,
-                    &request.message_id,
-                    &request.text,
-                    &stored,
-                )
-                .await;
-        } else {
-            self.hot
-                .append_exchange(
-                    &request.vendor_id,
-                    &request.user_id,
-                    &request.text,
-                    &reply.text,
-                )
-                .await;
+                )));
+            }
+        };
+        let mut response = ProcessResponse {
+            text: reply.text,
+            pool_id: self.node_id.clone(),
+            character_name: agent.name().to_owned(),
+            deduplicated_locally: attempt.is_none(),
+        };
+        match &attempt {
+            Some(attempt) => {
+                let stored = StoredReply {
+                    text: response.text.clone(),
+                    pool_id: self.node_id.clone(),
+                    character_name: response.character_name.clone(),
+                };
+                match self.hot.finish_message(attempt, &request.text, &stored).await {
+                    Finish::Saved | Finish::Erased => {}
+                    Finish::Untracked => response.deduplicated_locally = true,
+                    Finish::AnsweredBefore(first) => return Ok(stored_response(first)),
+                    Finish::TakenOver => {
+                        return Err(Status::aborted(format!(
+                            "another pool node took over message {:?} of vendor {:?} while this one answered it; retry with the same message id",
+                            request.message_id, request.vendor_id
+                        )))
+                    }
+                }
+            }
+            None => {
+                self.hot
+                    .append_exchange(
+                        &request.vendor_id,
+                        &request.user_id,
+                        &request.text,
+                        &response.text,
+                    )
+                    .await
+            }
         }
+        conversation.record(&mut turns, &request.text, &response.text);
         drop(turns);
         self.hot.count_message(&self.node_id).await;
         self.conversations
             .reweigh(&request.vendor_id, &request.user_id, conversation)
             .await;
         tracing::debug!(message_id = %request.message_id, "answered");
+        Ok(response)
+    }
+}
 
-        Ok(ProcessResponse {
-            text: reply.text,
-            pool_id: self.node_id.clone(),
-            character_name,
-        })
+/// A ring without some nodes: the version of the full ring, the sorted ids
+/// left out, and the ring.
+type ReducedRing = (u64, Vec<String>, Arc<Ring>);
+
+fn stored_response(reply: StoredReply) -> ProcessResponse {
+    ProcessResponse {
+        text: reply.text,
+        pool_id: reply.pool_id,
+        character_name: reply.character_name,
+        deduplicated_locally: false,
     }
 }
 
@@ -215,16 +349,26 @@ impl PoolNode for PoolNodeService {
         if let Some(platform) = &request.platform {
             input::check_platform(platform).map_err(invalid)?;
         }
+        for node_id in &request.left_out {
+            input::check_node_id(node_id).map_err(invalid)?;
+        }
+        if !self.lease_live.load(Ordering::Relaxed) {
+            return Err(Status::unavailable(format!(
+                "pool node {}'s etcd lease expired and it is registering again; it takes no messages until then, so retry through a gateway",
+                self.node_id
+            )));
+        }
+        self.check_owner(&request)?;
 
         if request.message_id.is_empty() {
-            return self.answer(&request, false).await.map(Response::new);
+            return self.answer(&request).await.map(Response::new);
         }
         // Retries of one message that reach this node while it works on the
         // first attempt wait for that attempt and get its reply.
         let key = format!("{}\u{0}{}", request.vendor_id, request.message_id);
         let reply = self
             .replies
-            .try_get_with(key, self.answer_once(&request))
+            .try_get_with(key, async { self.answer(&request).await.map(Arc::new) })
             .await
             .map_err(|status| (*status).clone())?;
         Ok(Response::new((*reply).clone()))

@@ -64,6 +64,7 @@ impl PoolNode for SlowPool {
             text: "late".to_owned(),
             pool_id: "slow".to_owned(),
             character_name: "Slow".to_owned(),
+            deduplicated_locally: false,
         }))
     }
 
@@ -90,6 +91,7 @@ async fn start_slow_mesh() -> (Arc<Mutex<Seen>>, voca_gateway::RunningGateway) {
             weight: 1,
             state: NodeState::Serving,
             version: "test".to_owned(),
+            incarnation: String::new(),
         })
         .unwrap();
     let gateway = voca_gateway::start(GatewayConfig {

@@ -321,10 +321,11 @@ async fn lost_lease_registers_again() {
     .await;
     assert_ne!(new_lease, 0);
     wait_ring_size(&gateway.address(), 2).await;
+    let log = pools[0].process.log();
+    assert!(log.contains("registered in etcd again"), "{log}");
     assert!(
-        pools[0].process.log().contains("registered in etcd again"),
-        "{}",
-        pools[0].process.log()
+        log.contains("refusing messages until registered again"),
+        "a node whose lease expired stops acting as an owner: {log}"
     );
 }
 

@@ -1,6 +1,7 @@
 //! Test harness: a real etcd and the mesh's own binaries, on loopback ports
 //! chosen per test, each test with its own data directory and key prefix.
 
+pub mod chaos;
 pub mod etcd;
 pub mod garage;
 pub mod mesh;

@@ -10,34 +10,65 @@ use crate::{free_port, wait_for};
 /// A Redis server on loopback with persistence off. It is killed when
 /// dropped.
 pub struct RedisServer {
-    child: Child,
+    child: Option<Child>,
     port: u16,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl RedisServer {
     /// Starts redis-server and waits until it replies to PING.
     pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("creating Redis directory");
-        let port = free_port();
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir: tempfile::tempdir().expect("creating Redis directory"),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// Stops the server with SIGSTOP: connections stay open but nothing is
+    /// answered, as across a network partition, and the data is kept.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server run again with SIGCONT.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.resume();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn spawn(&mut self) {
         let binary = std::env::var("VOCA_REDIS_BIN").unwrap_or_else(|_| "redis-server".to_owned());
         let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir.path())
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("starting {binary} failed: {e}; install Debian's redis-server (scripts/test does)")
             });
-        let server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        let url = server.url();
+        self.child = Some(child);
+        let url = self.url();
         wait_for("Redis to answer", Duration::from_secs(10), || {
             let url = url.clone();
             async move {
@@ -50,7 +81,6 @@ impl RedisServer {
             }
         })
         .await;
-        server
     }
 
     /// URL pool nodes use, `redis://127.0.0.1:PORT`.
@@ -70,7 +100,6 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -14,7 +14,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -143,6 +143,7 @@ fn first_value(responses: &[TxnOpResponse]) -> Option<Vec<u8>> {
 pub struct Registration {
     shared: Arc<Mutex<Registered>>,
     keeper: JoinHandle<()>,
+    live: watch::Receiver<bool>,
 }
 
 struct Registered {
@@ -196,9 +197,14 @@ pub async fn register(
         ttl_secs = ttl.as_secs(), "registered in etcd"
     );
     let shared = Arc::new(Mutex::new(registered));
+    let (live_sender, live) = watch::channel(true);
     let span = tracing::info_span!("lease_keeper");
-    let keeper = tokio::spawn(keep_alive(shared.clone(), ttl).instrument(span));
-    Ok(Registration { shared, keeper })
+    let keeper = tokio::spawn(keep_alive(shared.clone(), ttl, live_sender).instrument(span));
+    Ok(Registration {
+        shared,
+        keeper,
+        live,
+    })
 }
 
 impl Registered {
@@ -279,8 +285,9 @@ impl Registered {
 }
 
 /// Renews the lease every third of its TTL. A lease that etcd no longer has
-/// is replaced by registering again.
-async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
+/// is replaced by registering again; `live` is false from the moment etcd
+/// reports the lease gone until the node is registered again.
+async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration, live: watch::Sender<bool>) {
     let interval = (ttl / 3).max(Duration::from_millis(200));
     // Retries stay within a third of the TTL, so that a node reaches etcd
     // again before its lease, renewed to the full TTL when etcd restarts,
@@ -299,10 +306,15 @@ async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration) {
             }
         };
         if expired {
-            tracing::warn!(lease, "lease expired; registering again");
+            live.send_replace(false);
+            tracing::warn!(
+                lease,
+                "lease expired; refusing messages until registered again"
+            );
             let mut registered = shared.lock().await;
             match registered.acquire(ttl).await {
                 Ok(()) => {
+                    live.send_replace(true);
                     backoff.reset();
                     tracing::info!(
                         node_id = %registered.member.id, lease = registered.lease,
@@ -374,6 +386,14 @@ async fn renew_until_failure(
 }
 
 impl Registration {
+    /// Returns a receiver that holds whether the node's lease is live: false
+    /// once etcd has reported it expired, until the node has registered
+    /// again. While etcd is unreachable the lease counts as live, since
+    /// etcd renews every lease to its full TTL when it comes back.
+    pub fn live(&self) -> watch::Receiver<bool> {
+        self.live.clone()
+    }
+
     /// Marks the node as draining or serving in its membership value.
     pub async fn set_state(&self, state: NodeState) -> Result<(), MembershipError> {
         let mut registered = self.shared.lock().await;
@@ -424,6 +444,32 @@ pub async fn follow_ring(
     let ring = RingHandle::new(params);
     let watcher = spawn_watcher(client, keys, ring.clone());
     Ok((ring, watcher))
+}
+
+/// Checks the ring parameters, retrying while etcd is unreachable, then
+/// follows the members into `ring` like [`spawn_watcher`]. A process that
+/// must serve before etcd answers starts with this: its ring stays empty,
+/// at version 0, until etcd has answered. Parameters that differ from
+/// `ring`'s are logged as an error and end the task.
+pub fn spawn_checked_watcher(client: Client, keys: Keys, ring: RingHandle) -> JoinHandle<()> {
+    let span = tracing::info_span!("membership_watcher", prefix = %keys.prefix);
+    tokio::spawn(
+        async move {
+            let params = ring.params();
+            let checked = retry_unavailable("reading the ring parameters", || {
+                ensure_ring_params(client.clone(), &keys, params)
+            })
+            .await;
+            match checked {
+                Ok(()) => {
+                    tracing::info!("etcd answered; following the pool nodes");
+                    watch_members(client, keys, ring).await;
+                }
+                Err(error) => tracing::error!(%error, "cannot follow the ring"),
+            }
+        }
+        .instrument(span),
+    )
 }
 
 /// Lists the members, then keeps `ring` up to date from etcd's watch until

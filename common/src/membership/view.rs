@@ -129,6 +129,7 @@ mod tests {
             weight: 1,
             state: NodeState::Serving,
             version: "test".to_owned(),
+            incarnation: String::new(),
         }
     }
 

@@ -10,9 +10,9 @@ use tokio::time::Instant;
 use voca_character::Turn;
 
 use super::{
-    HotState, MessageClaim, SharedStateError, StoredReply, VendorChanges, VendorFiles, ACTIVE_TTL,
-    CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION, MAX_SESSION_TURNS, REPLY_TTL, SESSION_TTL,
-    TOMBSTONE_TTL,
+    may_take_over, Attempt, Finish, HotState, MessageClaim, SharedStateError, StoredReply,
+    VendorChanges, VendorFiles, ACTIVE_TTL, CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION,
+    MAX_SESSION_TURNS, REPLY_TTL, SESSION_TTL, TOMBSTONE_TTL,
 };
 
 /// Changes announced but not yet taken by a slow listener, at most; a
@@ -39,9 +39,17 @@ struct Entries {
     active: HashMap<String, HashMap<String, Instant>>,
     /// Expiry of each vendor's tombstone.
     tombstones: HashMap<String, Instant>,
-    /// Messages by vendor, then by message id: `None` while claimed, then
-    /// the reply.
-    messages: HashMap<String, HashMap<String, Expiring<Option<StoredReply>>>>,
+    /// Messages by vendor, then by message id.
+    messages: HashMap<String, HashMap<String, Expiring<MessageState>>>,
+    /// Conversation leases by vendor, then by user: the token of the attempt
+    /// that holds each.
+    leases: HashMap<String, HashMap<String, Expiring<String>>>,
+}
+
+enum MessageState {
+    /// Claimed by the attempt with this token.
+    Claimed(String),
+    Answered(StoredReply),
 }
 
 struct Expiring<T> {
@@ -195,47 +203,111 @@ impl HotState for MemoryState {
         Some(entries.versions.get(vendor_id).copied().unwrap_or(0))
     }
 
-    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim {
+    async fn claim_message(&self, attempt: &Attempt, take_over: &[String]) -> MessageClaim {
         let mut entries = self.entries();
-        let messages = entries.messages.entry(vendor_id.to_owned()).or_default();
-        match messages.get(message_id).and_then(Expiring::live) {
-            Some(Some(reply)) => MessageClaim::Finished(reply.clone()),
-            Some(None) => MessageClaim::InProgress,
-            None => {
-                messages.insert(message_id.to_owned(), Expiring::new(None, CLAIM_TTL));
-                MessageClaim::Claimed
+        let message = entries
+            .messages
+            .get(&attempt.vendor_id)
+            .and_then(|messages| messages.get(&attempt.message_id))
+            .and_then(Expiring::live);
+        match message {
+            Some(MessageState::Answered(reply)) => return MessageClaim::Finished(reply.clone()),
+            Some(MessageState::Claimed(holder)) if !may_take_over(holder, take_over) => {
+                return MessageClaim::InProgress(holder.clone())
+            }
+            _ => {}
+        }
+        let lease = entries
+            .leases
+            .get(&attempt.vendor_id)
+            .and_then(|leases| leases.get(&attempt.user_id))
+            .and_then(Expiring::live);
+        if let Some(holder) = lease {
+            if *holder != attempt.token && !may_take_over(holder, take_over) {
+                return MessageClaim::ConversationBusy(holder.clone());
             }
         }
+        entries
+            .messages
+            .entry(attempt.vendor_id.clone())
+            .or_default()
+            .insert(
+                attempt.message_id.clone(),
+                Expiring::new(MessageState::Claimed(attempt.token.clone()), CLAIM_TTL),
+            );
+        entries
+            .leases
+            .entry(attempt.vendor_id.clone())
+            .or_default()
+            .insert(
+                attempt.user_id.clone(),
+                Expiring::new(attempt.token.clone(), CLAIM_TTL),
+            );
+        let turns = entries
+            .sessions
+            .get(&attempt.vendor_id)
+            .and_then(|users| users.get(&attempt.user_id))
+            .and_then(Expiring::live)
+            .map(|turns| turns.iter().cloned().collect())
+            .unwrap_or_default();
+        MessageClaim::Claimed(turns)
     }
 
     async fn finish_message(
         &self,
-        vendor_id: &str,
-        user_id: &str,
-        message_id: &str,
+        attempt: &Attempt,
         message: &str,
         reply: &StoredReply,
-    ) {
-        self.append_exchange(vendor_id, user_id, message, &reply.text)
-            .await;
-        let mut entries = self.entries();
-        if !entries.is_erased(vendor_id) {
+    ) -> Finish {
+        {
+            let mut entries = self.entries();
+            let held = entries
+                .messages
+                .get(&attempt.vendor_id)
+                .and_then(|messages| messages.get(&attempt.message_id))
+                .and_then(Expiring::live);
+            match held {
+                Some(MessageState::Answered(first)) => {
+                    return Finish::AnsweredBefore(first.clone())
+                }
+                Some(MessageState::Claimed(holder)) if *holder == attempt.token => {}
+                _ => return Finish::TakenOver,
+            }
+            let leases = entries.leases.entry(attempt.vendor_id.clone()).or_default();
+            if leases.get(&attempt.user_id).and_then(Expiring::live) != Some(&attempt.token) {
+                return Finish::TakenOver;
+            }
+            leases.remove(&attempt.user_id);
+            if entries.is_erased(&attempt.vendor_id) {
+                return Finish::Erased;
+            }
             entries
                 .messages
-                .entry(vendor_id.to_owned())
+                .entry(attempt.vendor_id.clone())
                 .or_default()
                 .insert(
-                    message_id.to_owned(),
-                    Expiring::new(Some(reply.clone()), REPLY_TTL),
+                    attempt.message_id.clone(),
+                    Expiring::new(MessageState::Answered(reply.clone()), REPLY_TTL),
                 );
         }
+        self.append_exchange(&attempt.vendor_id, &attempt.user_id, message, &reply.text)
+            .await;
+        Finish::Saved
     }
 
-    async fn release_message(&self, vendor_id: &str, message_id: &str) {
+    async fn release_message(&self, attempt: &Attempt) {
         let mut entries = self.entries();
-        if let Some(messages) = entries.messages.get_mut(vendor_id) {
-            if matches!(messages.get(message_id).map(|m| &m.value), Some(None)) {
-                messages.remove(message_id);
+        if let Some(messages) = entries.messages.get_mut(&attempt.vendor_id) {
+            if matches!(
+                messages.get(&attempt.message_id).map(|m| &m.value),
+                Some(MessageState::Claimed(holder)) if *holder == attempt.token
+            ) {
+                messages.remove(&attempt.message_id);
+            }
+        }
+        if let Some(leases) = entries.leases.get_mut(&attempt.vendor_id) {
+            if leases.get(&attempt.user_id).map(|l| &l.value) == Some(&attempt.token) {
+                leases.remove(&attempt.user_id);
             }
         }
     }
@@ -315,6 +387,7 @@ impl VendorChanges for MemoryState {
                 .messages
                 .remove(vendor_id)
                 .map_or(0, |messages| messages.len());
+            entries.leases.remove(vendor_id);
             for active in entries.active.values_mut() {
                 active.remove(vendor_id);
             }
@@ -359,6 +432,22 @@ mod tests {
         assert_eq!(changes.recv().await.as_deref(), Some("v1"));
     }
 
+    fn attempt(vendor_id: &str, user_id: &str, message_id: &str, token: &str) -> Attempt {
+        Attempt {
+            vendor_id: vendor_id.to_owned(),
+            user_id: user_id.to_owned(),
+            message_id: message_id.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn claimed(claim: MessageClaim) -> Vec<Turn> {
+        match claim {
+            MessageClaim::Claimed(turns) => turns,
+            other => panic!("expected a claim, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn messages_are_claimed_once_per_vendor() {
         let state = MemoryState::new();
@@ -367,39 +456,97 @@ mod tests {
             pool_id: "pool-a".to_owned(),
             character_name: "Rosie".to_owned(),
         };
-        assert_eq!(state.claim_message("v1", "m1").await, MessageClaim::Claimed);
+        let first = attempt("v1", "u1", "m1", "pool-a/01/1");
+        assert!(claimed(state.claim_message(&first, &[]).await).is_empty());
+        let retry = attempt("v1", "u1", "m1", "pool-b/02/1");
         assert_eq!(
-            state.claim_message("v1", "m1").await,
-            MessageClaim::InProgress
+            state.claim_message(&retry, &[]).await,
+            MessageClaim::InProgress(first.token.clone())
         );
-        assert_eq!(
-            state.claim_message("v2", "m1").await,
-            MessageClaim::Claimed,
-            "one vendor's message id is not another's"
-        );
-        state.release_message("v2", "m1").await;
-        assert_eq!(state.claim_message("v2", "m1").await, MessageClaim::Claimed);
+        let other_vendor = attempt("v2", "u1", "m1", "pool-b/02/2");
+        claimed(state.claim_message(&other_vendor, &[]).await);
+        state.release_message(&other_vendor).await;
+        claimed(state.claim_message(&other_vendor, &[]).await);
 
-        state
-            .finish_message("v1", "u1", "m1", "How much?", &reply)
-            .await;
         assert_eq!(
-            state.claim_message("v1", "m1").await,
+            state.finish_message(&first, "How much?", &reply).await,
+            Finish::Saved
+        );
+        assert_eq!(
+            state.claim_message(&retry, &[]).await,
             MessageClaim::Finished(reply.clone())
         );
-        state.release_message("v1", "m1").await;
+        state.release_message(&first).await;
         assert_eq!(
-            state.claim_message("v1", "m1").await,
-            MessageClaim::Finished(reply),
+            state.claim_message(&retry, &[]).await,
+            MessageClaim::Finished(reply.clone()),
             "releasing keeps a finished reply"
         );
+        assert_eq!(
+            state.finish_message(&retry, "How much?", &reply).await,
+            Finish::AnsweredBefore(reply.clone())
+        );
         assert_eq!(state.history("v1", "u1").await.unwrap().len(), 2);
+        let next = attempt("v1", "u1", "m2", "pool-a/01/2");
+        assert_eq!(claimed(state.claim_message(&next, &[]).await).len(), 2);
+        state.release_message(&next).await;
         assert_eq!(
             state.erase_vendor("v1").await.unwrap(),
             2,
-            "the conversation and the message"
+            "the conversation and the answered message; the released one is gone"
         );
-        assert_eq!(state.claim_message("v1", "m1").await, MessageClaim::Claimed);
+        claimed(state.claim_message(&first, &[]).await);
+    }
+
+    #[tokio::test]
+    async fn one_attempt_holds_a_conversation_until_taken_over() {
+        let state = MemoryState::new();
+        let reply = StoredReply {
+            text: "Open at nine.".to_owned(),
+            pool_id: "pool-a".to_owned(),
+            character_name: "Rosie".to_owned(),
+        };
+        let on_a = attempt("v1", "u1", "m1", "pool-a/01/1");
+        claimed(state.claim_message(&on_a, &[]).await);
+        let on_b = attempt("v1", "u1", "m2", "pool-b/02/1");
+        assert_eq!(
+            state.claim_message(&on_b, &[]).await,
+            MessageClaim::ConversationBusy(on_a.token.clone())
+        );
+        let other_user = attempt("v1", "u2", "m3", "pool-b/02/2");
+        claimed(state.claim_message(&other_user, &[]).await);
+
+        // pool-b is told that pool-a is unreachable and takes over.
+        let take_over = ["pool-a/".to_owned()];
+        claimed(state.claim_message(&on_b, &take_over).await);
+        assert_eq!(
+            state
+                .finish_message(&on_a, "When do you open?", &reply)
+                .await,
+            Finish::TakenOver,
+            "the attempt that lost its lease saves nothing"
+        );
+        assert_eq!(
+            state.finish_message(&on_b, "Hello?", &reply).await,
+            Finish::Saved
+        );
+        assert_eq!(state.history("v1", "u1").await.unwrap().len(), 2);
+
+        // Only the processes named are taken over.
+        let earlier = attempt("v1", "u3", "m4", "pool-a/01/3");
+        claimed(state.claim_message(&earlier, &[]).await);
+        let restarted = attempt("v1", "u3", "m5", "pool-a/03/1");
+        assert_eq!(
+            state
+                .claim_message(&restarted, &["pool-a/02/".to_owned()])
+                .await,
+            MessageClaim::ConversationBusy(earlier.token.clone())
+        );
+        claimed(
+            state
+                .claim_message(&restarted, &["pool-a/01/".to_owned()])
+                .await,
+        );
     }
 
     #[tokio::test]

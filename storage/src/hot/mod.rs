@@ -86,29 +86,82 @@ pub trait HotState: Send + Sync + 'static {
     /// `None` when changes are not announced.
     fn watch_changes(&self) -> Option<mpsc::Receiver<String>>;
 
-    /// Starts work on a message, recorded under its vendor and message id
-    /// together: claims it when no attempt has, or returns the reply it got or
-    /// that another pool node is still working on it.
-    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim;
+    /// Starts an attempt at a message, recorded under its vendor and
+    /// message id together. In one atomic step it claims the message and
+    /// the conversation's lease and returns the conversation, unless the
+    /// message was answered already, another attempt holds it, or another
+    /// attempt holds the conversation. A holder whose token starts with one
+    /// of `take_over` is taken over.
+    async fn claim_message(&self, attempt: &Attempt, take_over: &[String]) -> MessageClaim;
 
-    /// Stores a claimed message's reply for [`REPLY_TTL`] and appends the
-    /// message and reply to the conversation, in one atomic step.
-    async fn finish_message(
-        &self,
-        vendor_id: &str,
-        user_id: &str,
-        message_id: &str,
-        message: &str,
-        reply: &StoredReply,
-    );
+    /// Stores a claimed message's reply for [`REPLY_TTL`], appends the
+    /// message and reply to the conversation and gives up the
+    /// conversation's lease, in one atomic step, provided the attempt still
+    /// holds both.
+    async fn finish_message(&self, attempt: &Attempt, message: &str, reply: &StoredReply)
+        -> Finish;
 
-    /// Gives up a claimed message whose processing failed, so a retry can
-    /// claim it at once.
-    async fn release_message(&self, vendor_id: &str, message_id: &str);
+    /// Gives up a claimed message whose processing failed, and the
+    /// conversation's lease, so a retry can claim them at once.
+    async fn release_message(&self, attempt: &Attempt);
 }
 
-/// Time a message stays claimed while a pool node works on it. A node that
-/// crashes meanwhile blocks retries of the message at most this long.
+/// One attempt at answering a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub vendor_id: String,
+    pub user_id: String,
+    pub message_id: String,
+    /// `{pool_id}/{incarnation}/{serial}`: unique across the mesh, and
+    /// naming the pool node and the process that made the attempt.
+    pub token: String,
+}
+
+impl Attempt {
+    /// Makes the token of attempt `serial` of the process `incarnation`
+    /// of pool node `pool_id`.
+    pub fn token(pool_id: &str, incarnation: &str, serial: u64) -> String {
+        format!("{pool_id}/{incarnation}/{serial}")
+    }
+}
+
+/// Returns the pool node id and the process incarnation in an attempt's
+/// token.
+pub fn holder_process(token: &str) -> (&str, &str) {
+    let mut parts = token.split('/');
+    (parts.next().unwrap_or(token), parts.next().unwrap_or(""))
+}
+
+/// Returns whether the claim of the attempt with token `holder` may be
+/// taken over: its token starts with one of `take_over`.
+pub(crate) fn may_take_over(holder: &str, take_over: &[String]) -> bool {
+    take_over
+        .iter()
+        .any(|prefix| holder.starts_with(prefix.as_str()))
+}
+
+/// How finishing a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    /// The reply and the conversation were saved.
+    Saved,
+    /// Another attempt answered the message first; this is its reply, and
+    /// this attempt's reply was not saved.
+    AnsweredBefore(StoredReply),
+    /// Another attempt took the message or the conversation over, because
+    /// this attempt's pool node was left out as unreachable or its claim
+    /// expired. Nothing was saved.
+    TakenOver,
+    /// The vendor was erased meanwhile. Nothing was saved.
+    Erased,
+    /// The state does not track messages or could not be reached.
+    Untracked,
+}
+
+/// Time a message and its conversation stay claimed while a pool node
+/// works on the message. A node that crashes meanwhile blocks retries at
+/// most this long; a node that a gateway reports unreachable, or that has
+/// left the ring, does not block them at all.
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 /// Time a message's reply is kept for retries.
 pub const REPLY_TTL: Duration = Duration::from_secs(10 * 60);
@@ -125,12 +178,18 @@ pub struct StoredReply {
 /// The state of a message when a pool node starts on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageClaim {
-    /// This node claimed it and should process it.
-    Claimed,
+    /// This attempt claimed it and should process it, in the context of
+    /// the conversation's turns, oldest first.
+    Claimed(Vec<Turn>),
     /// It was answered already; the retry gets this reply.
     Finished(StoredReply),
-    /// Another attempt has the claim and has not finished.
-    InProgress,
+    /// Another attempt, whose token this is, has the claim and has not
+    /// finished.
+    InProgress(String),
+    /// Another attempt, whose token this is, holds the conversation's
+    /// lease: an earlier message of the same conversation is being
+    /// answered.
+    ConversationBusy(String),
     /// The state does not track messages, or cannot be reached; the node
     /// processes the message and deduplicates it only in its own memory.
     Untracked,
@@ -176,21 +235,20 @@ impl HotState for LocalState {
         None
     }
 
-    async fn claim_message(&self, _vendor_id: &str, _message_id: &str) -> MessageClaim {
+    async fn claim_message(&self, _attempt: &Attempt, _take_over: &[String]) -> MessageClaim {
         MessageClaim::Untracked
     }
 
     async fn finish_message(
         &self,
-        _vendor_id: &str,
-        _user_id: &str,
-        _message_id: &str,
+        _attempt: &Attempt,
         _message: &str,
         _reply: &StoredReply,
-    ) {
+    ) -> Finish {
+        Finish::Untracked
     }
 
-    async fn release_message(&self, _vendor_id: &str, _message_id: &str) {}
+    async fn release_message(&self, _attempt: &Attempt) {}
 }
 
 /// Version reported for a vendor with a tombstone.

@@ -8,8 +8,11 @@
 //!   with the vendor, so that erasing a vendor finds every conversation
 //!   without scanning the keyspace;
 //! - `voca:messages:{vendor_id}:{message_id}`: a message being answered
-//!   (`in-progress`, for [`CLAIM_TTL`]) or its reply as JSON (for
+//!   (the token of the attempt, for [`CLAIM_TTL`]) or its reply as JSON (for
 //!   [`REPLY_TTL`]), written with the conversation in one script;
+//! - `voca:conversation-leases:{vendor_id}:{user_id}`: the token of the
+//!   attempt answering a message of the conversation, for [`CLAIM_TTL`],
+//!   so that two pool nodes never answer one conversation at once;
 //! - `voca:message-ids:{vendor_id}`: the message ids with such a key, so that
 //!   erasing a vendor finds them;
 //! - `voca:active:{pool_id}`: the set of vendors a pool node has loaded;
@@ -38,9 +41,9 @@ use voca_character::Turn;
 use voca_common::membership::Backoff;
 
 use super::{
-    HotState, MessageClaim, SharedStateError, StoredReply, VendorChanges, VendorFiles, ACTIVE_TTL,
-    CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION, MAX_SESSION_TURNS, REPLY_TTL, SESSION_TTL,
-    TOMBSTONE_TTL,
+    Attempt, Finish, HotState, MessageClaim, SharedStateError, StoredReply, VendorChanges,
+    VendorFiles, ACTIVE_TTL, CHARACTER_TTL, CLAIM_TTL, ERASED_VERSION, MAX_SESSION_TURNS,
+    REPLY_TTL, SESSION_TTL, TOMBSTONE_TTL,
 };
 
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
@@ -51,6 +54,9 @@ pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 struct StoredTurn {
     user: bool,
     text: String,
+    /// The message id, on a customer's turn that had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
 }
 
 /// Shared state in Redis, over one multiplexed connection that reconnects
@@ -62,6 +68,7 @@ pub struct RedisState {
     cache_files: redis::Script,
     append_exchange: redis::Script,
     mark_active: redis::Script,
+    claim_message: redis::Script,
     finish_message: redis::Script,
     release_message: redis::Script,
 }
@@ -84,6 +91,7 @@ impl RedisState {
             cache_files: redis::Script::new(CACHE_FILES_SCRIPT),
             append_exchange: redis::Script::new(APPEND_EXCHANGE_SCRIPT),
             mark_active: redis::Script::new(MARK_ACTIVE_SCRIPT),
+            claim_message: redis::Script::new(CLAIM_MESSAGE_SCRIPT),
             finish_message: redis::Script::new(FINISH_MESSAGE_SCRIPT),
             release_message: redis::Script::new(RELEASE_MESSAGE_SCRIPT),
         })
@@ -92,6 +100,27 @@ impl RedisState {
     /// Returns the server's URL without a password, for logs.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Returns the message ids of a conversation's customer turns, oldest
+    /// first, as kept in its capped history: the record that audits, such
+    /// as the chaos scenario's, compare with what was sent.
+    pub async fn conversation_message_ids(
+        &self,
+        vendor_id: &str,
+        user_id: &str,
+    ) -> Result<Vec<String>, SharedStateError> {
+        let mut connection = self.connection.clone();
+        let stored: Vec<String> = connection
+            .lrange(session_key(vendor_id, user_id), 0, -1)
+            .await
+            .map_err(|e| self.unavailable(e))?;
+        Ok(stored
+            .iter()
+            .filter_map(|json| serde_json::from_str::<StoredTurn>(json).ok())
+            .filter(|turn| turn.user)
+            .filter_map(|turn| turn.id)
+            .collect())
     }
 
     fn unavailable(&self, error: redis::RedisError) -> SharedStateError {
@@ -156,11 +185,64 @@ redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 ";
 
-/// Appends an exchange to a conversation and stores the message's reply,
-/// unless the vendor has a tombstone. KEYS: those of `append_exchange_lua`,
-/// then message and message index. ARGV: those of `append_exchange_lua`,
-/// then reply record, reply TTL and message id.
+/// Lua function `may_take_over(holder)`: whether the claim of the attempt
+/// with token `holder` may be taken over, as in `hot::may_take_over`.
+/// ARGV[3..] are the token prefixes that may be taken over.
+macro_rules! may_take_over_lua {
+    () => {
+        r"
+local function may_take_over(holder)
+  for i = 3, #ARGV do
+    if string.sub(holder, 1, #ARGV[i]) == ARGV[i] then return true end
+  end
+  return false
+end
+"
+    };
+}
+
+/// Claims a message and its conversation's lease for an attempt and
+/// returns `{'claimed', turns...}`, or `{'finished', reply}`,
+/// `{'in-progress', holder}` or `{'busy', holder}`. A stored reply starts
+/// with `{`; any other value of a message key is the token of the attempt
+/// holding it. KEYS: message, conversation lease, session. ARGV: token,
+/// claim TTL in seconds, then the prefixes of `may_take_over_lua`.
+const CLAIM_MESSAGE_SCRIPT: &str = concat!(
+    may_take_over_lua!(),
+    r"
+local held = redis.call('GET', KEYS[1])
+if held then
+  if string.sub(held, 1, 1) == '{' then return {'finished', held} end
+  if not may_take_over(held) then return {'in-progress', held} end
+end
+local lease = redis.call('GET', KEYS[2])
+if lease and lease ~= ARGV[1] and not may_take_over(lease) then return {'busy', lease} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
+local turns = redis.call('LRANGE', KEYS[3], 0, -1)
+table.insert(turns, 1, 'claimed')
+return turns
+"
+);
+
+/// Finishes an attempt that still holds its message and its
+/// conversation's lease: gives up the lease, and unless the vendor has a
+/// tombstone appends the exchange and stores the reply. Returns 1 when
+/// saved, 0 when the vendor was erased, 2 when another attempt took over,
+/// or the reply another attempt stored first. KEYS: those of
+/// `append_exchange_lua`, then message, message index and conversation
+/// lease. ARGV: those of `append_exchange_lua`, then reply record, reply
+/// TTL, message id and token.
 const FINISH_MESSAGE_SCRIPT: &str = concat!(
+    r"
+local held = redis.call('GET', KEYS[4])
+if held ~= ARGV[9] then
+  if held and string.sub(held, 1, 1) == '{' then return held end
+  return 2
+end
+if redis.call('GET', KEYS[6]) ~= ARGV[9] then return 2 end
+redis.call('DEL', KEYS[6])
+",
     append_exchange_lua!(),
     r"redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7])
 redis.call('SADD', KEYS[5], ARGV[8])
@@ -169,13 +251,13 @@ return 1
 "
 );
 
-/// Deletes a message key only while it marks the message in progress, so a
-/// stored reply is kept. KEYS: message. ARGV: the in-progress value.
-const RELEASE_MESSAGE_SCRIPT: &str =
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end";
-
-/// Value of a message key while a pool node works on the message.
-const IN_PROGRESS: &str = "in-progress";
+/// Gives up an attempt's message and conversation lease, each only while
+/// the attempt holds it, so a stored reply is kept. KEYS: message,
+/// conversation lease. ARGV: token.
+const RELEASE_MESSAGE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+";
 
 /// Channel on which changes of vendors' files are announced.
 pub const CHANGES_CHANNEL: &str = "voca:invalidate";
@@ -205,6 +287,10 @@ fn message_key(vendor_id: &str, message_id: &str) -> String {
     format!("voca:messages:{vendor_id}:{message_id}")
 }
 
+fn lease_key(vendor_id: &str, user_id: &str) -> String {
+    format!("voca:conversation-leases:{vendor_id}:{user_id}")
+}
+
 fn message_index_key(vendor_id: &str) -> String {
     format!("voca:message-ids:{vendor_id}")
 }
@@ -220,12 +306,21 @@ fn active_key(pool_id: &str) -> String {
 /// Set of the pool ids that have an active set.
 const POOLS_KEY: &str = "voca:pools";
 
-fn encode_turn(user: bool, text: &str) -> String {
+fn encode_turn(user: bool, text: &str, id: Option<&str>) -> String {
     let turn = StoredTurn {
         user,
         text: text.to_owned(),
+        id: id.map(str::to_owned),
     };
     serde_json::to_string(&turn).expect("a turn always serializes")
+}
+
+fn decode_turn(json: &str) -> Option<Turn> {
+    let turn: StoredTurn = serde_json::from_str(json).ok()?;
+    Some(Turn {
+        from_user: turn.user,
+        text: turn.text,
+    })
 }
 
 /// Drops the password from a Redis URL.
@@ -308,7 +403,7 @@ impl VendorChanges for RedisState {
             .map_err(|e| self.unavailable(e))?;
         let mut keys: Vec<String> = users
             .iter()
-            .map(|user| session_key(vendor_id, user))
+            .flat_map(|user| [session_key(vendor_id, user), lease_key(vendor_id, user)])
             .collect();
         keys.extend(message_ids.iter().map(|id| message_key(vendor_id, id)));
         keys.extend([
@@ -388,15 +483,7 @@ impl HotState for RedisState {
                 return None;
             }
         };
-        let turns = stored
-            .iter()
-            .filter_map(|json| serde_json::from_str::<StoredTurn>(json).ok())
-            .map(|turn| Turn {
-                from_user: turn.user,
-                text: turn.text,
-            })
-            .collect();
-        Some(turns)
+        Some(stored.iter().filter_map(|json| decode_turn(json)).collect())
     }
 
     async fn append_exchange(&self, vendor_id: &str, user_id: &str, message: &str, reply: &str) {
@@ -406,8 +493,8 @@ impl HotState for RedisState {
             .key(tombstone_key(vendor_id))
             .key(session_key(vendor_id, user_id))
             .key(session_index_key(vendor_id))
-            .arg(encode_turn(true, message))
-            .arg(encode_turn(false, reply))
+            .arg(encode_turn(true, message, None))
+            .arg(encode_turn(false, reply, None))
             .arg(MAX_SESSION_TURNS)
             .arg(seconds(SESSION_TTL))
             .arg(user_id)
@@ -461,38 +548,46 @@ impl HotState for RedisState {
         }
     }
 
-    async fn claim_message(&self, vendor_id: &str, message_id: &str) -> MessageClaim {
-        let key = message_key(vendor_id, message_id);
+    async fn claim_message(&self, attempt: &Attempt, take_over: &[String]) -> MessageClaim {
         let mut connection = self.connection.clone();
-        let claimed: redis::RedisResult<Option<String>> = redis::cmd("SET")
-            .arg(&key)
-            .arg(IN_PROGRESS)
-            .arg("NX")
-            .arg("EX")
-            .arg(seconds(CLAIM_TTL))
-            .query_async(&mut connection)
-            .await;
-        match claimed {
-            Ok(Some(_)) => return MessageClaim::Claimed,
-            Ok(None) => {}
+        let mut invocation = self.claim_message.prepare_invoke();
+        invocation
+            .key(message_key(&attempt.vendor_id, &attempt.message_id))
+            .key(lease_key(&attempt.vendor_id, &attempt.user_id))
+            .key(session_key(&attempt.vendor_id, &attempt.user_id))
+            .arg(&attempt.token)
+            .arg(seconds(CLAIM_TTL));
+        for prefix in take_over {
+            invocation.arg(prefix);
+        }
+        let result: redis::RedisResult<Vec<String>> =
+            invocation.invoke_async(&mut connection).await;
+        let mut values = match result {
+            Ok(values) => values.into_iter(),
             Err(error) => {
                 self.warn("claiming a message", &error);
                 return MessageClaim::Untracked;
             }
-        }
-        match connection.get::<_, Option<String>>(&key).await {
-            Ok(Some(value)) if value == IN_PROGRESS => MessageClaim::InProgress,
-            Ok(Some(value)) => match serde_json::from_str(&value) {
+        };
+        match (values.next().as_deref(), values.next()) {
+            (Some("claimed"), first) => MessageClaim::Claimed(
+                first
+                    .into_iter()
+                    .chain(values)
+                    .filter_map(|json| decode_turn(&json))
+                    .collect(),
+            ),
+            (Some("finished"), Some(reply)) => match serde_json::from_str(&reply) {
                 Ok(reply) => MessageClaim::Finished(reply),
                 Err(error) => {
-                    tracing::warn!(vendor_id, message_id, %error, "stored reply is malformed; answering again");
+                    tracing::warn!(vendor_id = %attempt.vendor_id, message_id = %attempt.message_id, %error, "stored reply is malformed; answering again");
                     MessageClaim::Untracked
                 }
             },
-            // The claim expired between the two commands.
-            Ok(None) => MessageClaim::Untracked,
-            Err(error) => {
-                self.warn("reading a message's reply", &error);
+            (Some("in-progress"), Some(holder)) => MessageClaim::InProgress(holder),
+            (Some("busy"), Some(holder)) => MessageClaim::ConversationBusy(holder),
+            (outcome, _) => {
+                tracing::warn!(?outcome, "claim script answered something unexpected");
                 MessageClaim::Untracked
             }
         }
@@ -500,40 +595,67 @@ impl HotState for RedisState {
 
     async fn finish_message(
         &self,
-        vendor_id: &str,
-        user_id: &str,
-        message_id: &str,
+        attempt: &Attempt,
         message: &str,
         reply: &StoredReply,
-    ) {
+    ) -> Finish {
+        let (vendor_id, user_id) = (&attempt.vendor_id, &attempt.user_id);
         let record = serde_json::to_string(reply).expect("a reply always serializes");
         let mut connection = self.connection.clone();
-        let result: redis::RedisResult<i64> = self
+        let result: redis::RedisResult<redis::Value> = self
             .finish_message
             .key(tombstone_key(vendor_id))
             .key(session_key(vendor_id, user_id))
             .key(session_index_key(vendor_id))
-            .key(message_key(vendor_id, message_id))
+            .key(message_key(vendor_id, &attempt.message_id))
             .key(message_index_key(vendor_id))
-            .arg(encode_turn(true, message))
-            .arg(encode_turn(false, &reply.text))
+            .key(lease_key(vendor_id, user_id))
+            .arg(encode_turn(true, message, Some(&attempt.message_id)))
+            .arg(encode_turn(false, &reply.text, None))
             .arg(MAX_SESSION_TURNS)
             .arg(seconds(SESSION_TTL))
             .arg(user_id)
             .arg(record)
             .arg(seconds(REPLY_TTL))
-            .arg(message_id)
+            .arg(&attempt.message_id)
+            .arg(&attempt.token)
             .invoke_async(&mut connection)
             .await;
-        self.check_script(result, vendor_id, "saving a conversation and its reply");
+        match result {
+            Ok(redis::Value::Int(1)) => Finish::Saved,
+            Ok(redis::Value::Int(0)) => {
+                tracing::debug!(
+                    vendor_id,
+                    "saving a conversation skipped: the vendor was erased"
+                );
+                Finish::Erased
+            }
+            Ok(redis::Value::Int(_)) => Finish::TakenOver,
+            Ok(redis::Value::BulkString(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(first) => Finish::AnsweredBefore(first),
+                Err(error) => {
+                    tracing::warn!(vendor_id, %error, "stored reply is malformed");
+                    Finish::TakenOver
+                }
+            },
+            Ok(other) => {
+                tracing::warn!(?other, "finish script answered something unexpected");
+                Finish::Untracked
+            }
+            Err(error) => {
+                self.warn("saving a conversation and its reply", &error);
+                Finish::Untracked
+            }
+        }
     }
 
-    async fn release_message(&self, vendor_id: &str, message_id: &str) {
+    async fn release_message(&self, attempt: &Attempt) {
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<()> = self
             .release_message
-            .key(message_key(vendor_id, message_id))
-            .arg(IN_PROGRESS)
+            .key(message_key(&attempt.vendor_id, &attempt.message_id))
+            .key(lease_key(&attempt.vendor_id, &attempt.user_id))
+            .arg(&attempt.token)
             .invoke_async(&mut connection)
             .await;
         if let Err(error) = result {
@@ -628,9 +750,12 @@ mod tests {
 
     #[test]
     fn turns_round_trip() {
-        let json = encode_turn(true, "hello \"there\"");
+        let json = encode_turn(true, "hello \"there\"", Some("m-1"));
         let turn: StoredTurn = serde_json::from_str(&json).unwrap();
         assert!(turn.user);
         assert_eq!(turn.text, "hello \"there\"");
+        assert_eq!(turn.id.as_deref(), Some("m-1"));
+        let reply: StoredTurn = serde_json::from_str(&encode_turn(false, "hi", None)).unwrap();
+        assert_eq!(reply.id, None);
     }
 }
