@@ -393,3 +393,57 @@ async fn retried_message_is_answered_once() {
     let length: usize = connection.llen(session_length(VENDOR)).await.unwrap();
     assert_eq!(length, 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn paused_redis_deduplicates_locally() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 1).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let before = send_with_id(&mut client, VENDOR, "before-pause").await;
+    assert!(!before.deduplicated_locally);
+
+    redis.pause();
+    let first = send_with_id(&mut client, VENDOR, "during-pause").await;
+    assert!(
+        first.deduplicated_locally,
+        "Redis did not record the message"
+    );
+    assert!(first.text.contains("£4.20"), "{}", first.text);
+    let retry = send_with_id(&mut client, VENDOR, "during-pause").await;
+    assert_eq!(
+        retry.text, first.text,
+        "the node that answered recognizes the retry"
+    );
+    let second = send_with_id(&mut client, VENDOR, "during-pause-2").await;
+    assert!(second.deduplicated_locally);
+
+    redis.resume();
+    let after = voca_tests::wait_for("Redis to be used again", Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let reply =
+                send_with_id(&mut client, VENDOR, &format!("after-{}", rand_suffix())).await;
+            (!reply.deduplicated_locally).then_some(reply)
+        }
+    })
+    .await;
+    assert_eq!(after.pool_id, "pool-a");
+    let mut connection = redis.connection().await;
+    let stored: Option<String> = connection
+        .get(format!("voca:messages:{VENDOR}:before-pause"))
+        .await
+        .unwrap();
+    assert!(stored.is_some(), "the reply from before the pause is kept");
+}
+
+/// Returns a value that differs on every call, for fresh message ids.
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

@@ -516,7 +516,17 @@ pub async fn run(scenario: &Scenario) -> Report {
         );
     }
 
-    let total_secs = scenario.settle.as_secs_f64() * (scenario.faults.len() + 1) as f64;
+    // Enough conversations for the whole run, however long the faults take:
+    // a rolling restart takes a few seconds, an outage as long as it lasts.
+    let outages: f64 = scenario
+        .faults
+        .iter()
+        .map(|fault| match fault {
+            Fault::RestartEtcd(down) | Fault::PauseRedis(down) => down.as_secs_f64(),
+            _ => 10.0,
+        })
+        .sum();
+    let total_secs = scenario.settle.as_secs_f64() * (scenario.faults.len() + 1) as f64 + outages;
     let expected = (f64::from(scenario.rate) * total_secs * 1.5) as usize;
     let count = (expected / MESSAGES_PER_CONVERSATION).max(scenario.vendors);
     let conversations: Vec<Mutex<Conversation>> = (0..count)

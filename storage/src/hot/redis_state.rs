@@ -28,6 +28,7 @@
 //!   that a write still in flight when the vendor is erased cannot bring its
 //!   data back.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -48,6 +49,10 @@ use super::{
 
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time after a failed command during which pool nodes skip Redis and work
+/// from their own memory, so that an outage costs one timeout per second
+/// rather than one per command.
+pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// One turn as stored in a Redis session list.
 #[derive(Serialize, Deserialize)]
@@ -71,6 +76,11 @@ pub struct RedisState {
     claim_message: redis::Script,
     finish_message: redis::Script,
     release_message: redis::Script,
+    /// Start of the clock that `skip_until` counts on.
+    clock: std::time::Instant,
+    /// Milliseconds on `clock` until which the pool-node operations skip
+    /// Redis after a failure.
+    skip_until: AtomicU64,
 }
 
 impl RedisState {
@@ -94,6 +104,8 @@ impl RedisState {
             claim_message: redis::Script::new(CLAIM_MESSAGE_SCRIPT),
             finish_message: redis::Script::new(FINISH_MESSAGE_SCRIPT),
             release_message: redis::Script::new(RELEASE_MESSAGE_SCRIPT),
+            clock: std::time::Instant::now(),
+            skip_until: AtomicU64::new(0),
         })
     }
 
@@ -141,7 +153,27 @@ impl RedisState {
     }
 
     fn warn(&self, operation: &str, error: &redis::RedisError) {
-        tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory");
+        if error.is_timeout()
+            || error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+        {
+            let until = self.clock.elapsed() + REDIS_RETRY_AFTER;
+            self.skip_until.store(
+                u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            tracing::warn!(redis = %self.url, %error, retry_in = ?REDIS_RETRY_AFTER, "{operation} failed; using this node's memory");
+        } else {
+            tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory");
+        }
+    }
+
+    /// Returns whether a recent failure to reach Redis makes pool-node
+    /// operations skip it for now.
+    fn skipping(&self) -> bool {
+        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        now < self.skip_until.load(Ordering::Relaxed)
     }
 }
 
@@ -440,6 +472,9 @@ impl VendorChanges for RedisState {
 #[async_trait]
 impl HotState for RedisState {
     async fn vendor_files(&self, vendor_id: &str) -> Option<VendorFiles> {
+        if self.skipping() {
+            return None;
+        }
         let mut connection = self.connection.clone();
         let cached: Option<String> = match connection.get(character_key(vendor_id)).await {
             Ok(cached) => cached,
@@ -458,6 +493,9 @@ impl HotState for RedisState {
     }
 
     async fn store_vendor_files(&self, vendor_id: &str, files: &VendorFiles) {
+        if self.skipping() {
+            return;
+        }
         let value = serde_json::to_string(files).expect("vendor files always serialize");
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<i64> = self
@@ -472,6 +510,9 @@ impl HotState for RedisState {
     }
 
     async fn history(&self, vendor_id: &str, user_id: &str) -> Option<Vec<Turn>> {
+        if self.skipping() {
+            return None;
+        }
         let mut connection = self.connection.clone();
         let stored: Vec<String> = match connection
             .lrange(session_key(vendor_id, user_id), 0, -1)
@@ -487,6 +528,9 @@ impl HotState for RedisState {
     }
 
     async fn append_exchange(&self, vendor_id: &str, user_id: &str, message: &str, reply: &str) {
+        if self.skipping() {
+            return;
+        }
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<i64> = self
             .append_exchange
@@ -504,6 +548,9 @@ impl HotState for RedisState {
     }
 
     async fn mark_active(&self, pool_id: &str, vendor_id: &str) {
+        if self.skipping() {
+            return;
+        }
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<i64> = self
             .mark_active
@@ -519,6 +566,9 @@ impl HotState for RedisState {
     }
 
     async fn count_message(&self, pool_id: &str) {
+        if self.skipping() {
+            return;
+        }
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<()> = connection
             .hincr(format!("voca:metrics:{pool_id}"), "messages", 1)
@@ -529,6 +579,9 @@ impl HotState for RedisState {
     }
 
     async fn vendor_version(&self, vendor_id: &str) -> Option<u64> {
+        if self.skipping() {
+            return None;
+        }
         let mut connection = self.connection.clone();
         // An erased vendor reads as a version no load ever has, so that a
         // copy loaded while it was being erased is dropped at the next check.
@@ -549,6 +602,9 @@ impl HotState for RedisState {
     }
 
     async fn claim_message(&self, attempt: &Attempt, take_over: &[String]) -> MessageClaim {
+        if self.skipping() {
+            return MessageClaim::Untracked;
+        }
         let mut connection = self.connection.clone();
         let mut invocation = self.claim_message.prepare_invoke();
         invocation
@@ -599,6 +655,9 @@ impl HotState for RedisState {
         message: &str,
         reply: &StoredReply,
     ) -> Finish {
+        if self.skipping() {
+            return Finish::Untracked;
+        }
         let (vendor_id, user_id) = (&attempt.vendor_id, &attempt.user_id);
         let record = serde_json::to_string(reply).expect("a reply always serializes");
         let mut connection = self.connection.clone();
@@ -650,6 +709,9 @@ impl HotState for RedisState {
     }
 
     async fn release_message(&self, attempt: &Attempt) {
+        if self.skipping() {
+            return;
+        }
         let mut connection = self.connection.clone();
         let result: redis::RedisResult<()> = self
             .release_message
@@ -671,6 +733,9 @@ impl HotState for RedisState {
     }
 
     async fn active_vendors(&self, pool_id: &str) -> Vec<String> {
+        if self.skipping() {
+            return Vec::new();
+        }
         let mut connection = self.connection.clone();
         match connection.smembers(active_key(pool_id)).await {
             Ok(vendors) => vendors,
