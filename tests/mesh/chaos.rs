@@ -1,5 +1,5 @@
 //! The short chaos scenario: steady load while a pool node joins, one
-//! drains, all restart one by one and one is killed.
+//! drains, all restart one by one, one is killed and Redis stops answering.
 
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ async fn membership_changes_lose_and_duplicate_nothing() {
             Fault::Drain,
             Fault::RollingRestart,
             Fault::Kill,
+            Fault::PauseRedis(Duration::from_secs(2)),
         ],
         settle: Duration::from_secs(4),
         drain_grace: Duration::from_secs(1),
@@ -29,6 +30,10 @@ async fn membership_changes_lose_and_duplicate_nothing() {
     assert_eq!(report.duplicated, 0, "{table}");
     assert_eq!(report.out_of_order, 0, "{table}");
     assert_eq!(report.answered, report.sent, "{table}");
+    assert!(
+        report.answered_locally > 0,
+        "messages answered while Redis was paused say so: {table}"
+    );
     for phase in &report.phases {
         if phase.name != "kill -9 a node" {
             assert_eq!(

@@ -28,7 +28,8 @@
 //!   that a write still in flight when the vendor is erased cannot bring its
 //!   data back.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -49,10 +50,11 @@ use super::{
 
 /// Time allowed for one Redis command, so a slow Redis cannot stall replies.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
-/// Time after a failed command during which pool nodes skip Redis and work
-/// from their own memory, so that an outage costs one timeout per second
-/// rather than one per command.
-pub const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Interval of the PINGs that find Redis reachable again after a command
+/// failed to reach it. Until one is answered, pool nodes skip Redis and work
+/// from their own memory, so that an outage costs each message nothing
+/// rather than a timeout per command.
+pub const REDIS_PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// One turn as stored in a Redis session list.
 #[derive(Serialize, Deserialize)]
@@ -76,11 +78,9 @@ pub struct RedisState {
     claim_message: redis::Script,
     finish_message: redis::Script,
     release_message: redis::Script,
-    /// Start of the clock that `skip_until` counts on.
-    clock: std::time::Instant,
-    /// Milliseconds on `clock` until which the pool-node operations skip
-    /// Redis after a failure.
-    skip_until: AtomicU64,
+    /// Whether the pool-node operations skip Redis: set when a command
+    /// fails to reach it, cleared when a PING is answered again.
+    unreachable: Arc<AtomicBool>,
 }
 
 impl RedisState {
@@ -104,8 +104,7 @@ impl RedisState {
             claim_message: redis::Script::new(CLAIM_MESSAGE_SCRIPT),
             finish_message: redis::Script::new(FINISH_MESSAGE_SCRIPT),
             release_message: redis::Script::new(RELEASE_MESSAGE_SCRIPT),
-            clock: std::time::Instant::now(),
-            skip_until: AtomicU64::new(0),
+            unreachable: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -158,22 +157,40 @@ impl RedisState {
             || error.is_connection_dropped()
             || error.is_connection_refusal()
         {
-            let until = self.clock.elapsed() + REDIS_RETRY_AFTER;
-            self.skip_until.store(
-                u64::try_from(until.as_millis()).unwrap_or(u64::MAX),
-                Ordering::Relaxed,
-            );
-            tracing::warn!(redis = %self.url, %error, retry_in = ?REDIS_RETRY_AFTER, "{operation} failed; using this node's memory");
+            tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory until Redis responds to PING");
+            if !self.unreachable.swap(true, Ordering::AcqRel) {
+                let span = tracing::info_span!("redis_probe", redis = %self.url);
+                tokio::spawn(
+                    probe_until_reachable(self.connection.clone(), self.unreachable.clone())
+                        .instrument(span),
+                );
+            }
         } else {
             tracing::warn!(redis = %self.url, %error, "{operation} failed; using this node's memory");
         }
     }
 
-    /// Returns whether a recent failure to reach Redis makes pool-node
-    /// operations skip it for now.
+    /// Returns whether pool-node operations skip Redis because a command
+    /// failed to reach it and no PING has been answered since.
     fn skipping(&self) -> bool {
-        let now = u64::try_from(self.clock.elapsed().as_millis()).unwrap_or(u64::MAX);
-        now < self.skip_until.load(Ordering::Relaxed)
+        self.unreachable.load(Ordering::Acquire)
+    }
+}
+
+/// Sends PING every [`REDIS_PROBE_INTERVAL`] until Redis answers, then
+/// clears `unreachable`.
+async fn probe_until_reachable(connection: ConnectionManager, unreachable: Arc<AtomicBool>) {
+    loop {
+        tokio::time::sleep(REDIS_PROBE_INTERVAL).await;
+        let mut connection = connection.clone();
+        let pong = redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await;
+        if pong.is_ok() {
+            unreachable.store(false, Ordering::Release);
+            tracing::info!("Redis responds again; using it");
+            return;
+        }
     }
 }
 
@@ -643,7 +660,7 @@ impl HotState for RedisState {
             (Some("in-progress"), Some(holder)) => MessageClaim::InProgress(holder),
             (Some("busy"), Some(holder)) => MessageClaim::ConversationBusy(holder),
             (outcome, _) => {
-                tracing::warn!(?outcome, "claim script answered something unexpected");
+                tracing::warn!(?outcome, "claim script returned an unexpected value");
                 MessageClaim::Untracked
             }
         }
@@ -698,7 +715,7 @@ impl HotState for RedisState {
                 }
             },
             Ok(other) => {
-                tracing::warn!(?other, "finish script answered something unexpected");
+                tracing::warn!(?other, "finish script returned an unexpected value");
                 Finish::Untracked
             }
             Err(error) => {
