@@ -194,6 +194,38 @@ async fn killed_node_is_left_out_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn stopped_node_is_left_out_until_healthy() {
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let frozen = mesh.spawn_pool_with("pool-frozen", &["--lease-ttl", "60"]);
+    let _pool_b = mesh.spawn_pool_with("pool-b", &["--lease-ttl", "60"]);
+    let gateway = mesh.start_gateway().await;
+    wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let vendor = vendor_owned_by(&mut client, "pool-frozen").await;
+    let pid = frozen.process.pid().to_string();
+
+    // A stopped process keeps its connections open and answers nothing, as
+    // a host that lost power would: only health checks that time out find it.
+    std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    wait_ring_size(&gateway.address(), 1).await;
+    assert_eq!(route(&mut client, &vendor).await, "pool-b");
+
+    std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap();
+    wait_ring_size(&gateway.address(), 2).await;
+    assert_eq!(route(&mut client, &vendor).await, "pool-frozen");
+    let log = gateway.process.log();
+    assert!(log.contains("pool node unreachable"), "{log}");
+    assert!(log.contains("passed its health check"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stale_route_is_redirected_once() {
     let mesh = Mesh::new().await;
     mesh.add_example_vendors();
