@@ -86,7 +86,7 @@ impl Hash for VendorKey<'_> {
 pub struct Ring {
     params: RingParams,
     version: u64,
-    /// Serving members, sorted by id.
+    /// Placed members (the serving ones, or the draining ones when none serves), sorted by id.
     members: Vec<Member>,
     by_id: HashMap<Arc<str>, usize>,
     /// Incarnations of every registered member by id, draining ones
@@ -97,7 +97,9 @@ pub struct Ring {
 
 impl Ring {
     /// Builds a ring of the serving members. Members in any other state are
-    /// kept out of placement. When two members share an id, the last wins.
+    /// kept out of placement, unless no member is serving: then the draining
+    /// members are placed, since they still answer until they leave. When
+    /// two members share an id, the last wins.
     pub fn build(
         params: RingParams,
         version: u64,
@@ -113,11 +115,16 @@ impl Ring {
                 .map(|m| (m.id.clone(), m.incarnation.clone()))
                 .collect(),
         );
-        let serving = unique
+        let (serving, draining): (Vec<Member>, Vec<Member>) = unique
             .into_values()
-            .filter(|m| m.state == NodeState::Serving && m.weight > 0)
-            .collect();
-        Self::place(params, version, serving, registered)
+            .filter(|m| m.weight > 0)
+            .partition(|m| m.state == NodeState::Serving);
+        let placed = if serving.is_empty() {
+            draining
+        } else {
+            serving
+        };
+        Self::place(params, version, placed, registered)
     }
 
     /// Returns this ring without the members in `excluded`, at the same
@@ -189,7 +196,7 @@ impl Ring {
             .map(|point| point.member as usize)
     }
 
-    /// Returns the serving member with this id.
+    /// Returns the placed member with this id.
     pub fn member(&self, node_id: &str) -> Option<&Member> {
         self.by_id.get(node_id).map(|&i| &self.members[i])
     }
@@ -206,7 +213,7 @@ impl Ring {
         self.registered.get(node_id).map(String::as_str)
     }
 
-    /// Serving members, sorted by id.
+    /// Placed members, sorted by id: the serving ones, or the draining ones when none serves.
     pub fn members(&self) -> &[Member] {
         &self.members
     }
@@ -219,7 +226,7 @@ impl Ring {
         self.params
     }
 
-    /// Number of serving members.
+    /// Number of placed members.
     pub fn len(&self) -> usize {
         self.members.len()
     }

@@ -111,6 +111,15 @@ fn draining_member_owns_nothing() {
 }
 
 #[test]
+fn draining_members_own_all_when_none_serves() {
+    let mut last = member("pool-a", 1);
+    last.state = NodeState::Draining;
+    let ring = Ring::build(RingParams::default(), 1, [last]);
+    assert_eq!(ring.len(), 1);
+    assert_eq!(ring.owner("anything").unwrap().id, "pool-a");
+}
+
+#[test]
 fn draining_member_stays_registered() {
     let mut draining = member("pool-b", 1);
     draining.state = NodeState::Draining;

@@ -34,7 +34,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Health checks in a row that must time out before a node is left out. A
 /// refused or broken connection leaves it out at once.
-pub const PROBE_TIMEOUTS_TO_LEAVE_OUT: u32 = 2;
+pub const PROBE_TIMEOUTS_TO_LEAVE_OUT: u32 = 3;
 /// Time a call waits for the table that leaves out a node it found
 /// unreachable.
 const LEAVE_OUT_WAIT: Duration = Duration::from_millis(500);

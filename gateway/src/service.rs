@@ -153,11 +153,20 @@ impl GatewayService {
         let mut table = self.router.load();
         let mut target = Self::target(&table, &message.vendor_id)?;
         let mut redirected = false;
+        // Nodes this call found unreachable, named in the next request even
+        // when the gateway's own ring does not list them, as after a
+        // redirect to a node that joined after the gateway last read etcd.
+        let mut unreachable: Vec<String> = Vec::new();
         let mut calls = 0;
         loop {
             calls += 1;
             message.ring_version = target.ring_version;
             message.left_out = table.left_out().to_vec();
+            for node_id in &unreachable {
+                if !message.left_out.contains(node_id) {
+                    message.left_out.push(node_id.clone());
+                }
+            }
             let mut outbound = Request::new(message.clone());
             if let Some(limit) = timeout {
                 let left = limit.saturating_sub(started.elapsed());
@@ -182,6 +191,7 @@ impl GatewayService {
             match classify(&target, status) {
                 Failure::Final(status) => return Err(status),
                 Failure::Unreachable(status) if calls < MAX_CALLS => {
+                    unreachable.push(target.node_id.clone());
                     table = self.router.leave_out(&target.node_id).await;
                     let next = Self::target(&table, &message.vendor_id)?;
                     if next.node_id == target.node_id {

@@ -80,6 +80,12 @@ async fn main() -> anyhow::Result<()> {
         "--lease-ttl {} is too short; use 2 seconds or more",
         args.lease_ttl
     );
+    anyhow::ensure!(
+        args.drain_grace_ms < args.shutdown_deadline.saturating_mul(1000),
+        "--drain-grace-ms {} is not shorter than --shutdown-deadline {} s; the deadline covers the grace period and the calls in flight after it",
+        args.drain_grace_ms,
+        args.shutdown_deadline
+    );
     let store = args.store.open().map_err(anyhow::Error::msg)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"), listen = %args.listen, etcd = ?endpoints,

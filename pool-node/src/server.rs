@@ -185,7 +185,9 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         incarnation: incarnation.clone(),
     };
-    member.check().context("invalid pool node settings")?;
+    member
+        .check()
+        .context("invalid pool node settings (--node-id, --advertise or --weight)")?;
 
     let (ring, etcd_client, watcher) = match &config.membership {
         MembershipConfig::Etcd {
@@ -226,7 +228,8 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
             }
         }));
     }
-    let lease_live = Arc::new(AtomicBool::new(true));
+    // The node takes messages only while it is registered.
+    let lease_live = Arc::new(AtomicBool::new(false));
     let service = PoolNodeService::new(
         config.node_id.clone(),
         agents,
@@ -236,6 +239,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
         incarnation,
         lease_live.clone(),
     );
+    background.push(service.spawn_settler());
     let (health, health_service) = tonic_health::server::health_reporter();
     // The node reports NOT_SERVING until it is registered on the ring.
     health
@@ -274,9 +278,13 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
             match registration {
                 Ok(registration) => {
                     let mut live = registration.live();
+                    let lease_live = lease_live.clone();
                     background.push(tokio::spawn(async move {
-                        while live.changed().await.is_ok() {
+                        loop {
                             lease_live.store(*live.borrow_and_update(), Ordering::Relaxed);
+                            if live.changed().await.is_err() {
+                                return;
+                            }
                         }
                     }));
                     Leave::Etcd(registration)
@@ -294,6 +302,7 @@ pub async fn start(config: PoolNodeConfig) -> anyhow::Result<RunningPoolNode> {
                 background.iter().for_each(JoinHandle::abort);
                 return Err(error.into());
             }
+            lease_live.store(true, Ordering::Relaxed);
             Leave::Local(membership.clone())
         }
         (MembershipConfig::Etcd { .. }, None) => {

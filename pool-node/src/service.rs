@@ -1,5 +1,6 @@
 //! The pool node's internal gRPC service.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +17,9 @@ use voca_proto::v1::{OwnerRequest, OwnerResponse, ProcessRequest, ProcessRespons
 
 use crate::agents::{Agents, LoadError};
 use crate::history::{Conversations, DEFAULT_HISTORY_BYTES};
-use crate::hot::{holder_process, Attempt, Finish, HotState, MessageClaim, StoredReply, REPLY_TTL};
+use crate::hot::{
+    holder_process, Attempt, Finish, HotState, MessageClaim, StoredReply, CLAIM_TTL, REPLY_TTL,
+};
 
 /// Time a message waits for another attempt at it, or at an earlier message
 /// of its conversation on another pool node, before it gets ABORTED.
@@ -45,6 +48,8 @@ pub struct PoolNodeService {
     lease_live: Arc<AtomicBool>,
     /// The last ring with nodes left out that a request asked for.
     reduced: Mutex<Option<ReducedRing>>,
+    /// Attempts answered while the shared state was unreachable.
+    unsettled: Arc<Unsettled>,
 }
 
 impl PoolNodeService {
@@ -72,7 +77,15 @@ impl PoolNodeService {
             attempts: AtomicU64::new(0),
             lease_live,
             reduced: Mutex::new(None),
+            unsettled: Arc::new(Unsettled::default()),
         }
+    }
+
+    /// Starts the task that settles attempts answered while the shared
+    /// state was unreachable; see [`Unsettled`].
+    pub fn spawn_settler(&self) -> tokio::task::JoinHandle<()> {
+        let (unsettled, hot) = (self.unsettled.clone(), self.hot.clone());
+        tokio::spawn(async move { unsettled.settle(hot.as_ref()).await })
     }
 
     /// Returns `ring` without the nodes in `left_out`, reusing the last one
@@ -168,10 +181,8 @@ impl PoolNodeService {
         loop {
             let claim = self.hot.claim_message(attempt, &take_over).await;
             let (holder, what) = match &claim {
-                MessageClaim::InProgress(holder) => (holder, "this message"),
-                MessageClaim::ConversationBusy(holder) => {
-                    (holder, "an earlier message of the same conversation")
-                }
+                MessageClaim::InProgress(holder) => (holder, "message"),
+                MessageClaim::ConversationBusy(holder) => (holder, "the conversation of message"),
                 _ => return Ok(claim),
             };
             let (pool, incarnation) = holder_process(holder);
@@ -185,8 +196,10 @@ impl PoolNodeService {
             }
             if Instant::now() >= deadline {
                 return Err(Status::aborted(format!(
-                    "pool node {pool} is still answering {what} (message {:?} of vendor {:?}); retry with the same message id shortly",
-                    request.message_id, request.vendor_id
+                    "{what} {:?} of vendor {:?} is claimed by pool node {pool}, which is still answering it or stopped without releasing it (claims expire after {} s); retry with the same message id shortly",
+                    request.message_id,
+                    request.vendor_id,
+                    CLAIM_TTL.as_secs()
                 )));
             }
             tokio::time::sleep(IN_PROGRESS_POLL).await;
@@ -224,13 +237,14 @@ impl PoolNodeService {
             Some(attempt) => match self.claim(&attempt, request).await? {
                 MessageClaim::Finished(reply) => {
                     tracing::debug!(message_id = %request.message_id, "answered before; returning the stored reply");
-                    return Ok(stored_response(reply));
+                    return stored_response(request, reply);
                 }
-                MessageClaim::Claimed(history) => (Some(attempt), Some(history)),
-                _ => (None, None),
+                MessageClaim::Claimed(history) => (Tracking::Claimed(attempt), Some(history)),
+                MessageClaim::Uncertain => (Tracking::Uncertain(attempt), None),
+                _ => (Tracking::None, None),
             },
             None => (
-                None,
+                Tracking::None,
                 self.hot.history(&request.vendor_id, &request.user_id).await,
             ),
         };
@@ -247,7 +261,7 @@ impl PoolNodeService {
             Ok(reply) => reply,
             Err(error) => {
                 tracing::error!(%error, "responder failed");
-                if let Some(attempt) = &attempt {
+                if let Tracking::Claimed(attempt) | Tracking::Uncertain(attempt) = &attempt {
                     self.hot.release_message(attempt).await;
                 }
                 return Err(Status::internal(format!(
@@ -260,19 +274,24 @@ impl PoolNodeService {
             text: reply.text,
             pool_id: self.node_id.clone(),
             character_name: agent.name().to_owned(),
-            deduplicated_locally: attempt.is_none(),
+            deduplicated_locally: !matches!(attempt, Tracking::Claimed(_)),
         };
-        match &attempt {
-            Some(attempt) => {
-                let stored = StoredReply {
-                    text: response.text.clone(),
-                    pool_id: self.node_id.clone(),
-                    character_name: response.character_name.clone(),
-                };
-                match self.hot.finish_message(attempt, &request.text, &stored).await {
+        let stored = StoredReply {
+            text: response.text.clone(),
+            pool_id: self.node_id.clone(),
+            character_name: response.character_name.clone(),
+            user_id: request.user_id.clone(),
+        };
+        match attempt {
+            Tracking::Uncertain(attempt) => self.unsettled.push(attempt, &request.text, stored),
+            Tracking::Claimed(attempt) => {
+                match self.hot.finish_message(&attempt, &request.text, &stored).await {
                     Finish::Saved | Finish::Erased => {}
-                    Finish::Untracked => response.deduplicated_locally = true,
-                    Finish::AnsweredBefore(first) => return Ok(stored_response(first)),
+                    Finish::Untracked => {
+                        response.deduplicated_locally = true;
+                        self.unsettled.push(attempt, &request.text, stored);
+                    }
+                    Finish::AnsweredBefore(first) => return stored_response(request, first),
                     Finish::TakenOver => {
                         return Err(Status::aborted(format!(
                             "another pool node took over message {:?} of vendor {:?} while this one answered it; retry with the same message id",
@@ -281,7 +300,7 @@ impl PoolNodeService {
                     }
                 }
             }
-            None => {
+            Tracking::None => {
                 self.hot
                     .append_exchange(
                         &request.vendor_id,
@@ -307,13 +326,34 @@ impl PoolNodeService {
 /// left out, and the ring.
 type ReducedRing = (u64, Vec<String>, Arc<Ring>);
 
-fn stored_response(reply: StoredReply) -> ProcessResponse {
-    ProcessResponse {
+/// How an attempt is recorded in the shared state.
+enum Tracking {
+    /// It holds the message and the conversation's lease.
+    Claimed(Attempt),
+    /// Its claim may or may not have reached the shared state.
+    Uncertain(Attempt),
+    /// The shared state does not track it.
+    None,
+}
+
+/// Returns the stored reply to an earlier attempt at `request`'s message,
+/// unless another customer of the vendor sent that message.
+fn stored_response(
+    request: &ProcessRequest,
+    reply: StoredReply,
+) -> Result<ProcessResponse, Status> {
+    if !reply.user_id.is_empty() && reply.user_id != request.user_id {
+        return Err(Status::already_exists(format!(
+            "message id {:?} of vendor {:?} was already used by another customer; give each message of a vendor its own id",
+            request.message_id, request.vendor_id
+        )));
+    }
+    Ok(ProcessResponse {
         text: reply.text,
         pool_id: reply.pool_id,
         character_name: reply.character_name,
         deduplicated_locally: false,
-    }
+    })
 }
 
 /// Maps every pool node error to its gRPC status, in one place.
@@ -350,11 +390,13 @@ impl PoolNode for PoolNodeService {
             input::check_platform(platform).map_err(invalid)?;
         }
         for node_id in &request.left_out {
-            input::check_node_id(node_id).map_err(invalid)?;
+            input::check_node_id(node_id).map_err(|error| {
+                Status::invalid_argument(format!("invalid left_out entry: {error}"))
+            })?;
         }
         if !self.lease_live.load(Ordering::Relaxed) {
             return Err(Status::unavailable(format!(
-                "pool node {}'s etcd lease expired and it is registering again; it takes no messages until then, so retry through a gateway",
+                "pool node {} is not registered in etcd (it is starting, or its lease expired and it is registering again) and takes no messages until it is; retry through a gateway",
                 self.node_id
             )));
         }
@@ -365,7 +407,10 @@ impl PoolNode for PoolNodeService {
         }
         // Retries of one message that reach this node while it works on the
         // first attempt wait for that attempt and get its reply.
-        let key = format!("{}\u{0}{}", request.vendor_id, request.message_id);
+        let key = format!(
+            "{}\u{0}{}\u{0}{}",
+            request.vendor_id, request.user_id, request.message_id
+        );
         let reply = self
             .replies
             .try_get_with(key, async { self.answer(&request).await.map(Arc::new) })
@@ -390,5 +435,132 @@ impl PoolNode for PoolNodeService {
             ring_version: ring.version(),
             ring_size: u32::try_from(ring.len()).unwrap_or(u32::MAX),
         }))
+    }
+}
+
+/// Attempts answered while the shared state was unreachable, each with its
+/// message and reply. A claim sent just before an outage can take effect
+/// after it, when the server runs the commands it had queued, and then
+/// blocks the message and its conversation until the claim expires. Once
+/// the state is reachable again, each attempt is finished, which records
+/// the reply if the attempt still holds its claims, and then released.
+#[derive(Default)]
+struct Unsettled {
+    queue: Mutex<VecDeque<(Attempt, String, StoredReply)>>,
+}
+
+/// Attempts kept for settling, at most; the oldest are dropped first and
+/// their claims expire by themselves.
+const MAX_UNSETTLED: usize = 100_000;
+/// Time between tries to settle attempts.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(500);
+
+impl Unsettled {
+    fn push(&self, attempt: Attempt, message: &str, reply: StoredReply) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= MAX_UNSETTLED {
+            queue.pop_front();
+        }
+        queue.push_back((attempt, message.to_owned(), reply));
+    }
+
+    fn pop(&self) -> Option<(Attempt, String, StoredReply)> {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+    }
+
+    fn push_front(&self, entry: (Attempt, String, StoredReply)) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_front(entry);
+    }
+
+    async fn settle(&self, hot: &dyn HotState) {
+        loop {
+            tokio::time::sleep(SETTLE_INTERVAL).await;
+            let mut settled = 0_usize;
+            while let Some((attempt, message, reply)) = self.pop() {
+                match hot.finish_message(&attempt, &message, &reply).await {
+                    Finish::Untracked => {
+                        self.push_front((attempt, message, reply));
+                        break;
+                    }
+                    outcome => {
+                        if outcome != Finish::Saved {
+                            hot.release_message(&attempt).await;
+                        }
+                        settled += 1;
+                    }
+                }
+            }
+            if settled > 0 {
+                tracing::info!(
+                    settled,
+                    "settled messages answered while the shared state was unreachable"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hot::MemoryState;
+
+    fn attempt(message_id: &str, token: &str) -> Attempt {
+        Attempt {
+            vendor_id: "v1".to_owned(),
+            user_id: "u1".to_owned(),
+            message_id: message_id.to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn reply(text: &str) -> StoredReply {
+        StoredReply {
+            text: text.to_owned(),
+            pool_id: "pool-a".to_owned(),
+            character_name: "Rosie".to_owned(),
+            user_id: "u1".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn settling_records_held_claims_and_releases_the_rest() {
+        let state = Arc::new(MemoryState::new());
+        // A claim that reached the state while the node believed it lost.
+        let held = attempt("m1", "pool-a/01/1");
+        assert!(matches!(
+            state.claim_message(&held, &[]).await,
+            MessageClaim::Claimed(_)
+        ));
+        // A claim that never reached it.
+        let lost = attempt("m2", "pool-a/01/2");
+        let unsettled = Arc::new(Unsettled::default());
+        unsettled.push(held.clone(), "When do you open?", reply("At nine."));
+        unsettled.push(lost.clone(), "And close?", reply("At six."));
+        let settler = {
+            let (unsettled, state) = (unsettled.clone(), state.clone());
+            tokio::spawn(async move { unsettled.settle(state.as_ref()).await })
+        };
+        tokio::time::sleep(SETTLE_INTERVAL * 3).await;
+        settler.abort();
+
+        assert!(unsettled.pop().is_none(), "every attempt is settled");
+        let retry = attempt("m1", "pool-b/02/1");
+        assert_eq!(
+            state.claim_message(&retry, &[]).await,
+            MessageClaim::Finished(reply("At nine.")),
+            "the held claim's reply is recorded"
+        );
+        let next = attempt("m3", "pool-b/02/2");
+        match state.claim_message(&next, &[]).await {
+            MessageClaim::Claimed(turns) => assert_eq!(turns.len(), 2),
+            other => panic!("the conversation is free and holds one exchange: {other:?}"),
+        }
     }
 }

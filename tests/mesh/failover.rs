@@ -165,20 +165,25 @@ async fn killed_node_is_left_out_at_once() {
 
     // The successor's own ring still lists the dead node, which the
     // gateway named as left out.
-    let mut successor = pool_client(&if reply.pool_id == "pool-b" {
+    let successor = pool_client(&if reply.pool_id == "pool-b" {
         pool_b.address()
     } else {
         pool_c.address()
     })
     .await
     .unwrap();
-    let owner = successor
-        .owner(OwnerRequest {
-            vendor_id: vendor.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let owner = wait_for("the successor's ring", Duration::from_secs(10), || {
+        let (mut successor, vendor) = (successor.clone(), vendor.clone());
+        async move {
+            let owner = successor
+                .owner(OwnerRequest { vendor_id: vendor })
+                .await
+                .ok()?
+                .into_inner();
+            (owner.ring_size > 0).then_some(owner)
+        }
+    })
+    .await;
     assert_eq!(owner.pool_id, "pool-lost");
     assert_eq!(owner.ring_size, 3);
 
@@ -247,7 +252,7 @@ async fn stale_route_is_redirected_once() {
     // The gateway loses etcd, so its ring stays at two nodes while a third
     // joins and takes some vendors.
     proxy.cut();
-    let _pool_c = mesh.spawn_pool("pool-c");
+    let mut pool_c = mesh.spawn_pool_with("pool-c", &["--lease-ttl", "60"]);
     let mut direct_a = pool_client(&pool_a.address()).await.unwrap();
     let moved = wait_for("pool-a to see pool-c", Duration::from_secs(10), || {
         let mut direct_a = direct_a.clone();
@@ -302,6 +307,53 @@ async fn stale_route_is_redirected_once() {
     let reply = send(&mut client, &moved, QUESTION).await.unwrap();
     assert_eq!(reply.pool_id, "pool-c");
     assert_eq!(reply.character_name, "Rosie");
+
+    // The new owner dies; the stale gateway's ring does not list it, but the
+    // node that redirected there is told so and answers.
+    pool_c.process.kill9();
+    let reply = send(&mut client, &moved, QUESTION)
+        .await
+        .expect("answered without waiting for pool-c's lease");
+    assert_ne!(reply.pool_id, "pool-c");
+    assert_eq!(reply.character_name, "Rosie");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn last_draining_node_still_answers() {
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let mut only = mesh.spawn_pool_with("pool-a", &["--drain-grace-ms", "2000"]);
+    let gateway = mesh.start_gateway().await;
+    wait_ring_size(&gateway.address(), 1).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let etcd = mesh.etcd.client().await;
+    let key = format!("{PREFIX}/members/pool-a");
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &only.process.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_for("pool-a marked draining", Duration::from_secs(1), || {
+        let (mut etcd, key) = (etcd.clone(), key.clone());
+        async move {
+            let response = etcd.get(key, None).await.ok()?;
+            let value = String::from_utf8_lossy(response.kvs().first()?.value()).into_owned();
+            value.contains("\"draining\"").then_some(())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = send(&mut client, VENDOR, QUESTION)
+        .await
+        .expect("the only node answers while it drains");
+    assert_eq!(reply.pool_id, "pool-a");
+    assert!(only
+        .process
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .is_some());
+    let status = send(&mut client, VENDOR, QUESTION).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -371,6 +423,7 @@ async fn redis_holds_a_conversation_for_one_attempt() {
         text: "£4.20".to_owned(),
         pool_id: "pool-a".to_owned(),
         character_name: "Rosie".to_owned(),
+        user_id: "u1".to_owned(),
     };
     let on_a = attempt("u1", "m1", "pool-a/0a/1");
     assert_eq!(claimed(state.claim_message(&on_a, &[]).await), 0);

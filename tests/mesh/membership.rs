@@ -194,6 +194,34 @@ async fn duplicate_node_id_refuses_to_start() {
     let mesh = Mesh::new().await;
     let (_gateway, _pools) = mesh.start(&["pool-a"]).await;
     let mut second = mesh.spawn_pool("pool-a");
+    // While it waits for the id, the second process takes no messages.
+    let mut direct = voca_tests::wait_for(
+        "the second pool-a to listen",
+        Duration::from_secs(10),
+        || {
+            let address = second.address();
+            async move { voca_tests::mesh::pool_client(&address).await.ok() }
+        },
+    )
+    .await;
+    let refused = direct
+        .process(voca_proto::v1::ProcessRequest {
+            vendor_id: "rosies-bakery".to_owned(),
+            user_id: "test-user".to_owned(),
+            text: "hello".to_owned(),
+            message_id: String::new(),
+            platform: None,
+            ring_version: 0,
+            left_out: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert!(
+        refused.message().contains("is not registered"),
+        "{}",
+        refused.message()
+    );
     let status = second
         .process
         .wait_exit(Duration::from_secs(20))
@@ -428,6 +456,40 @@ async fn deleted_key_is_written_again() {
         "the key is written again under the same lease"
     );
     wait_ring_size(&gateway.address(), 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restart_after_etcd_restart_waits_for_renewed_lease() {
+    let mut mesh = Mesh::new().await;
+    let mut killed = mesh.spawn_pool_with("pool-a", &["--lease-ttl", "8"]);
+    let gateway = mesh.start_gateway().await;
+    wait_ring_size(&gateway.address(), 1).await;
+    killed.process.kill9();
+    // etcd renews every lease to its full TTL when it starts, so the dead
+    // process's key outlives the new process's own TTL of 2 s.
+    mesh.etcd.restart().await;
+    let mut restarted = mesh.spawn_pool("pool-a");
+    let address = restarted.address();
+    let client = gateway_client(&gateway.address()).await.unwrap();
+    voca_tests::wait_for("pool-a to serve again", Duration::from_secs(30), || {
+        let (mut client, address) = (client.clone(), address.clone());
+        async move {
+            let route = client
+                .route(voca_proto::v1::RouteRequest {
+                    vendor_id: "vendor-1".to_owned(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (route.address == address).then_some(())
+        }
+    })
+    .await;
+    let exited = restarted
+        .process
+        .wait_exit(Duration::from_millis(100))
+        .await;
+    assert!(exited.is_none(), "{}", restarted.process.log());
 }
 
 #[tokio::test(flavor = "multi_thread")]

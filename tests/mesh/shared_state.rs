@@ -447,3 +447,45 @@ fn rand_suffix() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_id_of_another_customer_is_rejected() {
+    let redis = RedisServer::start().await;
+    let mesh = Mesh::new().await;
+    mesh.add_example_vendors();
+    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
+    let gateway = mesh.start_gateway().await;
+    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
+    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let request = |user_id: &str, text: &str| voca_proto::v1::SendMessageRequest {
+        vendor_id: VENDOR.to_owned(),
+        user_id: user_id.to_owned(),
+        text: text.to_owned(),
+        message_id: "order-42".to_owned(),
+        platform: None,
+    };
+    let alice = client
+        .send_message(request("alice", QUESTION))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(alice.text.contains("£4.20"), "{}", alice.text);
+
+    let bob = client
+        .send_message(request("bob", "Do you deliver?"))
+        .await
+        .unwrap_err();
+    assert_eq!(bob.code(), tonic::Code::AlreadyExists, "{bob}");
+    assert!(bob.message().contains("order-42"), "{}", bob.message());
+    assert!(!bob.message().contains("4.20"), "{}", bob.message());
+
+    let retry = client
+        .send_message(request("alice", QUESTION))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        retry.text, alice.text,
+        "the customer who sent it still gets the reply"
+    );
+}

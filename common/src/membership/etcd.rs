@@ -170,27 +170,40 @@ pub async fn register(
         member,
         lease: 0,
     };
-    // A process that was killed holds the id until its lease expires, so a
-    // held id is retried for one TTL before it counts as taken by a live node.
-    let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
+    // A process that was killed holds the id until its lease expires, which
+    // can take longer than our own TTL: its TTL may be longer, and etcd
+    // renews every lease to its full TTL when it starts. So the wait lasts as
+    // long as the holder's lease had left when first seen, plus 2 s for the
+    // whole seconds etcd reports and its expiry checks. A lease still held
+    // after that was renewed by a live process.
+    let mut deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(1);
+    let mut holder_seen = false;
     let mut warned = false;
     loop {
-        match registered.acquire(ttl).await {
+        let error = match registered.acquire(ttl).await {
             Ok(()) => break,
-            Err(MembershipError::IdInUse { address, .. })
-                if tokio::time::Instant::now() < deadline =>
-            {
-                if !warned {
-                    tracing::warn!(
-                        node_id = %registered.member.id, holder = %address, ttl_secs = ttl.as_secs(),
-                        "node id is registered by another process; waiting for its lease to expire in case that process has stopped"
-                    );
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => return Err(error),
+            Err(error) => error,
+        };
+        let MembershipError::IdInUse { address, lease, .. } = &error else {
+            return Err(error);
+        };
+        let remaining = remaining_ttl(&mut registered.client, *lease).await;
+        if let (Some(seconds), false) = (remaining, holder_seen) {
+            holder_seen = true;
+            let seconds = u64::try_from(seconds).unwrap_or(0);
+            deadline = tokio::time::Instant::now() + Duration::from_secs(seconds + 2);
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(error);
+        }
+        if !warned {
+            tracing::warn!(
+                node_id = %registered.member.id, holder = %address, holder_ttl_secs = ?remaining,
+                "node id is registered by another process; waiting for its lease to expire in case that process has stopped"
+            );
+            warned = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tracing::info!(
         node_id = %registered.member.id, key = %registered.key, lease = registered.lease,
@@ -228,9 +241,18 @@ impl Registered {
             let holder = first_value(&response.op_responses())
                 .and_then(|v| serde_json::from_slice::<Member>(&v).ok())
                 .map_or_else(|| "an unknown address".to_owned(), |m| m.address);
+            let lease = response
+                .op_responses()
+                .iter()
+                .find_map(|r| match r {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.lease()),
+                    _ => None,
+                })
+                .unwrap_or(0);
             return Err(MembershipError::IdInUse {
                 id: self.member.id.clone(),
                 address: holder,
+                lease,
             });
         }
         self.lease = lease;
@@ -327,6 +349,16 @@ async fn keep_alive(shared: Arc<Mutex<Registered>>, ttl: Duration, live: watch::
         }
         tokio::time::sleep(backoff.next_delay()).await;
     }
+}
+
+/// Returns the remaining TTL of `lease` in seconds, or `None` when it is
+/// unknown or etcd cannot be reached.
+async fn remaining_ttl(client: &mut Client, lease: i64) -> Option<i64> {
+    if lease == 0 {
+        return None;
+    }
+    let response = bounded(client.lease_time_to_live(lease, None)).await.ok()?;
+    (response.ttl() > 0).then_some(response.ttl())
 }
 
 /// Returns whether etcd reports that `lease` no longer exists, as after the

@@ -48,6 +48,7 @@ impl LocalMembership {
             return Err(MembershipError::IdInUse {
                 id: member.id,
                 address: holder.address.clone(),
+                lease: 0,
             });
         }
         self.apply(&mut state, |view, revision| view.upsert(member, revision));
@@ -143,6 +144,12 @@ mod tests {
         membership.set_state("pool-1", NodeState::Draining);
         assert!(ring.load().member("pool-1").is_none());
         membership.deregister("pool-2");
+        assert_eq!(
+            ring.load().owner("any").map(|m| m.id.clone()).as_deref(),
+            Some("pool-1"),
+            "a draining node is placed when no node serves"
+        );
+        membership.deregister("pool-1");
         assert!(ring.load().is_empty());
     }
 }

@@ -108,7 +108,12 @@ pub enum MembershipError {
         "node id {id:?} is already registered by a live process at {address}; \
          stop that process or start this one with another --node-id"
     )]
-    IdInUse { id: String, address: String },
+    IdInUse {
+        id: String,
+        address: String,
+        /// The lease that holds the id, 0 when unknown.
+        lease: i64,
+    },
     #[error(
         "ring parameters differ: etcd key {key} holds scheme version {} with {} points per node, \
          but this process uses scheme version {} with {} points per node; run the release \

@@ -455,6 +455,7 @@ mod tests {
             text: "£4.20".to_owned(),
             pool_id: "pool-a".to_owned(),
             character_name: "Rosie".to_owned(),
+            user_id: "u1".to_owned(),
         };
         let first = attempt("v1", "u1", "m1", "pool-a/01/1");
         assert!(claimed(state.claim_message(&first, &[]).await).is_empty());
@@ -505,6 +506,7 @@ mod tests {
             text: "Open at nine.".to_owned(),
             pool_id: "pool-a".to_owned(),
             character_name: "Rosie".to_owned(),
+            user_id: "u1".to_owned(),
         };
         let on_a = attempt("v1", "u1", "m1", "pool-a/01/1");
         claimed(state.claim_message(&on_a, &[]).await);

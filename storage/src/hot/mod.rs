@@ -173,6 +173,10 @@ pub struct StoredReply {
     /// The pool node that answered.
     pub pool_id: String,
     pub character_name: String,
+    /// The customer who sent the message, so that a message id that another
+    /// customer of the vendor reuses never gets this reply.
+    #[serde(default)]
+    pub user_id: String,
 }
 
 /// The state of a message when a pool node starts on it.
@@ -193,6 +197,10 @@ pub enum MessageClaim {
     /// The state does not track messages, or cannot be reached; the node
     /// processes the message and deduplicates it only in its own memory.
     Untracked,
+    /// The claim was sent but its outcome is unknown, as when the state
+    /// timed out: it may still take effect. The node processes the message
+    /// as if untracked, and settles the claim once the state is reachable.
+    Uncertain,
 }
 
 /// No shared state: the stand-in for Redis where none is installed.

@@ -639,7 +639,7 @@ impl HotState for RedisState {
             Ok(values) => values.into_iter(),
             Err(error) => {
                 self.warn("claiming a message", &error);
-                return MessageClaim::Untracked;
+                return MessageClaim::Uncertain;
             }
         };
         match (values.next().as_deref(), values.next()) {
