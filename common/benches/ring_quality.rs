@@ -36,7 +36,9 @@ fn sip(bytes: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// Jump consistent hash (Lamping and Veach, 2014).
+/// Jump consistent hash: steps a 64-bit linear congruential generator from
+/// the key to pick one of `buckets`, so that adding a bucket at the end moves
+/// only the keys it takes.
 fn jump(mut key: u64, buckets: usize) -> usize {
     let (mut b, mut j) = (-1_i64, 0_i64);
     while j < buckets as i64 {
