@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use voca_proto::v1::vendor_registry_client::VendorRegistryClient;
 use voca_proto::v1::vendor_registry_server::VendorRegistry;
 use voca_proto::v1::{
@@ -17,6 +17,7 @@ use voca_proto::v1::{
 };
 
 use crate::deadline::grpc_timeout;
+use crate::routes::is_unreachable;
 
 /// Largest registry request or response passed on, matching the registry's
 /// own limit.
@@ -76,13 +77,7 @@ fn outbound<T>(request: Request<T>) -> Request<T> {
 /// Names the registry in a failure to reach it; any status the registry
 /// itself sent passes through.
 fn registry_status(address: &str, status: Status) -> Status {
-    let broken_connection = matches!(
-        status.code(),
-        Code::Unknown | Code::Internal | Code::Cancelled
-    ) && std::error::Error::source(&status).is_some();
-    if broken_connection
-        || (status.code() == Code::Unavailable && std::error::Error::source(&status).is_some())
-    {
+    if is_unreachable(&status) {
         tracing::warn!(registry = %address, error = %status, "registry unavailable");
         return Status::unavailable(format!(
             "the vendor registry at {address} is unavailable: {}; retry shortly",
@@ -178,6 +173,8 @@ impl VendorRegistry for RegistryProxy {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+
     use super::*;
 
     #[tokio::test]

@@ -183,7 +183,7 @@ pub fn dial(address: &str) -> Option<Channel> {
     )
 }
 
-/// What the health checks or a failed call found out about a node.
+/// A finding of the health checks or of a failed call about a node.
 #[derive(Debug)]
 enum Finding {
     Unreachable(String),
@@ -458,7 +458,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn left_out_node_keeps_its_channel_but_owns_nothing() {
+    async fn left_out_node_keeps_channel() {
         let a = member("pool-a", "127.0.0.1:7001");
         let b = member("pool-b", "127.0.0.1:7002");
         let empty = RouteTable::empty(ring(0, &[]));

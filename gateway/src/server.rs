@@ -73,9 +73,9 @@ impl RunningGateway {
 /// Time the gateway waits at start for etcd before it serves without a ring.
 const ETCD_START_WAIT: Duration = Duration::from_secs(3);
 
-/// Starts following the ring. When etcd does not answer within
-/// [`ETCD_START_WAIT`], the gateway says so and serves anyway: calls get
-/// UNAVAILABLE until etcd answers, and are routed from then on.
+/// Starts following the ring. When etcd does not respond within
+/// [`ETCD_START_WAIT`], the gateway logs an error and serves anyway. Calls
+/// then get UNAVAILABLE until etcd responds, and are routed from then on.
 async fn follow_ring(
     source: RingSource,
     params: RingParams,
@@ -94,10 +94,10 @@ async fn follow_ring(
     match checked {
         Ok(Ok(())) => {}
         Ok(Err(error @ (MembershipError::Etcd(_) | MembershipError::Timeout(_)))) => {
-            tracing::error!(etcd = ?endpoints, %error, "etcd is unreachable; serving with no pool nodes, answering UNAVAILABLE, until etcd answers");
+            tracing::error!(etcd = ?endpoints, %error, "etcd is unreachable; serving with no pool nodes, returning UNAVAILABLE until etcd responds");
         }
         Err(_) => {
-            tracing::error!(etcd = ?endpoints, wait = ?ETCD_START_WAIT, "etcd did not answer; serving with no pool nodes, answering UNAVAILABLE, until etcd answers");
+            tracing::error!(etcd = ?endpoints, wait = ?ETCD_START_WAIT, "etcd did not respond; serving with no pool nodes, returning UNAVAILABLE until etcd responds");
         }
         Ok(Err(error)) => return Err(error.into()),
     }
@@ -108,7 +108,7 @@ async fn follow_ring(
 /// Starts following the ring, binds the listener and starts serving.
 ///
 /// Fails when etcd holds other ring parameters. While etcd is unreachable
-/// it serves, answering UNAVAILABLE until etcd answers.
+/// it serves, returning UNAVAILABLE until etcd responds.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     let (ring, watcher) = follow_ring(config.ring_source, config.ring_params).await?;
     let router = Arc::new(Router::follow(ring.clone()));

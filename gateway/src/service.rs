@@ -51,7 +51,7 @@ fn no_pool_nodes(table: &RouteTable) -> Status {
 /// node when the first was unreachable, and one redirect.
 const MAX_CALLS: usize = 3;
 
-/// Where a call goes.
+/// The pool node a call goes to, and the ring version it is routed on.
 struct Target {
     node_id: String,
     address: String,
@@ -59,7 +59,7 @@ struct Target {
     ring_version: u64,
 }
 
-/// How one call to a pool node ended, when it did not answer.
+/// The failure of one call to a pool node.
 enum Failure {
     /// The node could not be reached, or the connection broke.
     Unreachable(Status),

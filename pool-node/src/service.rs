@@ -35,8 +35,8 @@ pub struct PoolNodeService {
     agents: Arc<Agents>,
     hot: Arc<dyn HotState>,
     conversations: Conversations,
-    /// Replies by vendor and message id, so that a retry reaching this node
-    /// gets the same reply even when the shared state is unreachable.
+    /// Replies by vendor, user and message id, so that a retry reaching this
+    /// node gets the same reply even when the shared state is unreachable.
     replies: Cache<String, Arc<ProcessResponse>>,
     responder: Arc<dyn Responder>,
     ring: RingHandle,
@@ -44,7 +44,8 @@ pub struct PoolNodeService {
     /// restarted node can tell its own earlier claims from current ones.
     incarnation: String,
     attempts: AtomicU64,
-    /// False while the node's etcd lease is known to have expired.
+    /// False until the node is registered, and while its etcd lease is known
+    /// to have expired.
     lease_live: Arc<AtomicBool>,
     /// The last ring with nodes left out that a request asked for.
     reduced: Mutex<Option<ReducedRing>>,
@@ -326,7 +327,7 @@ impl PoolNodeService {
 /// left out, and the ring.
 type ReducedRing = (u64, Vec<String>, Arc<Ring>);
 
-/// How an attempt is recorded in the shared state.
+/// The record of an attempt in the shared state.
 enum Tracking {
     /// It holds the message and the conversation's lease.
     Claimed(Attempt),
@@ -456,8 +457,14 @@ const MAX_UNSETTLED: usize = 100_000;
 const SETTLE_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Unsettled {
+    /// Locks the queue. No code panics while holding the lock, so a poisoned
+    /// lock still holds a consistent queue.
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(Attempt, String, StoredReply)>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn push(&self, attempt: Attempt, message: &str, reply: StoredReply) {
-        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queue = self.queue();
         if queue.len() >= MAX_UNSETTLED {
             queue.pop_front();
         }
@@ -465,17 +472,11 @@ impl Unsettled {
     }
 
     fn pop(&self) -> Option<(Attempt, String, StoredReply)> {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+        self.queue().pop_front()
     }
 
     fn push_front(&self, entry: (Attempt, String, StoredReply)) {
-        self.queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_front(entry);
+        self.queue().push_front(entry);
     }
 
     async fn settle(&self, hot: &dyn HotState) {

@@ -80,9 +80,9 @@ async fn sigterm_drains_then_leaves() {
         .status()
         .unwrap();
 
-    // During the grace period the key says draining, the health check says
-    // NOT_SERVING, the gateway routes around the node, and the node still
-    // answers what reaches it.
+    // During the grace period the key shows draining, the health check
+    // reports NOT_SERVING and the gateway routes around the node, while the
+    // node still answers the calls that reach it.
     let value = wait_for("pool-a marked draining", Duration::from_secs(1), || {
         let (mut etcd, key) = (etcd.clone(), key.clone());
         async move {
@@ -308,8 +308,9 @@ async fn stale_route_is_redirected_once() {
     assert_eq!(reply.pool_id, "pool-c");
     assert_eq!(reply.character_name, "Rosie");
 
-    // The new owner dies; the stale gateway's ring does not list it, but the
-    // node that redirected there is told so and answers.
+    // The new owner dies. The stale gateway's ring does not list it, so the
+    // gateway names it as left out to the node that redirected, which then
+    // answers.
     pool_c.process.kill9();
     let reply = send(&mut client, &moved, QUESTION)
         .await
@@ -357,7 +358,7 @@ async fn last_draining_node_still_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn gateway_started_while_etcd_is_down_serves_when_it_returns() {
+async fn gateway_serves_after_late_etcd() {
     let mut mesh = Mesh::new().await;
     mesh.add_example_vendors();
     mesh.etcd.stop();
@@ -374,7 +375,7 @@ async fn gateway_started_while_etcd_is_down_serves_when_it_returns() {
     );
     let log = gateway.process.log();
     assert!(
-        log.contains("etcd is unreachable") || log.contains("etcd did not answer"),
+        log.contains("etcd is unreachable") || log.contains("etcd did not respond"),
         "{log}"
     );
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", gateway.address()))
@@ -477,7 +478,8 @@ async fn redis_holds_a_conversation_for_one_attempt() {
     );
 }
 
-/// Returns the number of turns a claim returned, or panics if it is none.
+/// Returns the number of turns in a claim, or panics if the message was not
+/// claimed.
 fn claimed(claim: MessageClaim) -> usize {
     match claim {
         MessageClaim::Claimed(turns) => turns.len(),

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use tonic::transport::Channel;
+use voca_proto::v1::gateway_client::GatewayClient;
 use voca_tests::mesh::{gateway_client, route, send, Mesh, Node};
 use voca_tests::redis_server::RedisServer;
 
@@ -13,15 +15,44 @@ fn spawn_pools(mesh: &Mesh, redis_url: &str, ids: &[&str]) -> Vec<Node> {
         .collect()
 }
 
+/// Redis, pool nodes on it serving the example vendors, a gateway whose
+/// ring has them all, and a client of the gateway.
+struct RedisMesh {
+    redis: RedisServer,
+    mesh: Mesh,
+    pools: Vec<Node>,
+    gateway: Node,
+    client: GatewayClient<Channel>,
+}
+
+impl RedisMesh {
+    async fn start(pool_ids: &[&str]) -> Self {
+        let redis = RedisServer::start().await;
+        let mesh = Mesh::new().await;
+        mesh.add_example_vendors();
+        let pools = spawn_pools(&mesh, &redis.url(), pool_ids);
+        let gateway = mesh.start_gateway().await;
+        voca_tests::mesh::wait_ring_size(&gateway.address(), pool_ids.len()).await;
+        let client = gateway_client(&gateway.address()).await.unwrap();
+        Self {
+            redis,
+            mesh,
+            pools,
+            gateway,
+            client,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn history_and_characters_live_in_redis() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh: _mesh,
+        pools: _pools,
+        gateway: _gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a", "pool-b"]).await;
     let owner = route(&mut client, VENDOR).await;
 
     for _ in 0..2 {
@@ -65,13 +96,13 @@ async fn history_and_characters_live_in_redis() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn moved_vendor_keeps_conversation_and_character() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let mut pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b", "pool-c"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 3).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh,
+        mut pools,
+        gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a", "pool-b", "pool-c"]).await;
     let first_owner = route(&mut client, VENDOR).await;
     send(&mut client, VENDOR, QUESTION).await.unwrap();
 
@@ -107,13 +138,13 @@ async fn moved_vendor_keeps_conversation_and_character() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cold_load_after_flush() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 1).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh: _mesh,
+        pools: _pools,
+        gateway: _gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a"]).await;
     send(&mut client, VENDOR, QUESTION).await.unwrap();
 
     let mut connection = redis.connection().await;
@@ -259,13 +290,13 @@ async fn character_name(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changed_character_is_served_within_a_second() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh,
+        pools: _pools,
+        gateway: _gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a", "pool-b"]).await;
     assert_eq!(character_name(&mut client).await, "Rosie");
 
     // An announced change reaches the owner through the channel.
@@ -330,13 +361,13 @@ async fn send_with_id(
 #[tokio::test(flavor = "multi_thread")]
 async fn retried_message_is_answered_once() {
     const OTHER: &str = "spoke-and-chain-bikes";
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let mut pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b", "pool-c"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 3).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh: _mesh,
+        mut pools,
+        gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a", "pool-b", "pool-c"]).await;
     let mut connection = redis.connection().await;
     let session_length = |vendor: &str| format!("voca:sessions:{vendor}:test-user");
 
@@ -396,13 +427,13 @@ async fn retried_message_is_answered_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn paused_redis_deduplicates_locally() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 1).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis,
+        mesh: _mesh,
+        pools: _pools,
+        gateway: _gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a"]).await;
     let before = send_with_id(&mut client, VENDOR, "before-pause").await;
     assert!(!before.deduplicated_locally);
 
@@ -450,13 +481,13 @@ fn rand_suffix() -> u128 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn message_id_of_another_customer_is_rejected() {
-    let redis = RedisServer::start().await;
-    let mesh = Mesh::new().await;
-    mesh.add_example_vendors();
-    let _pools = spawn_pools(&mesh, &redis.url(), &["pool-a", "pool-b"]);
-    let gateway = mesh.start_gateway().await;
-    voca_tests::mesh::wait_ring_size(&gateway.address(), 2).await;
-    let mut client = gateway_client(&gateway.address()).await.unwrap();
+    let RedisMesh {
+        redis: _redis,
+        mesh: _mesh,
+        pools: _pools,
+        gateway: _gateway,
+        mut client,
+    } = RedisMesh::start(&["pool-a", "pool-b"]).await;
     let request = |user_id: &str, text: &str| voca_proto::v1::SendMessageRequest {
         vendor_id: VENDOR.to_owned(),
         user_id: user_id.to_owned(),

@@ -480,8 +480,8 @@ pub async fn follow_ring(
 
 /// Checks the ring parameters, retrying while etcd is unreachable, then
 /// follows the members into `ring` like [`spawn_watcher`]. A process that
-/// must serve before etcd answers starts with this: its ring stays empty,
-/// at version 0, until etcd has answered. Parameters that differ from
+/// must serve before etcd responds starts with this: its ring stays empty,
+/// at version 0, until etcd has responded. Parameters that differ from
 /// `ring`'s are logged as an error and end the task.
 pub fn spawn_checked_watcher(client: Client, keys: Keys, ring: RingHandle) -> JoinHandle<()> {
     let span = tracing::info_span!("membership_watcher", prefix = %keys.prefix);
@@ -494,7 +494,7 @@ pub fn spawn_checked_watcher(client: Client, keys: Keys, ring: RingHandle) -> Jo
             .await;
             match checked {
                 Ok(()) => {
-                    tracing::info!("etcd answered; following the pool nodes");
+                    tracing::info!("etcd responded; following the pool nodes");
                     watch_members(client, keys, ring).await;
                 }
                 Err(error) => tracing::error!(%error, "cannot follow the ring"),

@@ -441,6 +441,16 @@ mod tests {
         }
     }
 
+    /// Returns a reply of pool-a to user u1.
+    fn reply_of_u1(text: &str) -> StoredReply {
+        StoredReply {
+            text: text.to_owned(),
+            pool_id: "pool-a".to_owned(),
+            character_name: "Rosie".to_owned(),
+            user_id: "u1".to_owned(),
+        }
+    }
+
     fn claimed(claim: MessageClaim) -> Vec<Turn> {
         match claim {
             MessageClaim::Claimed(turns) => turns,
@@ -451,12 +461,7 @@ mod tests {
     #[tokio::test]
     async fn messages_are_claimed_once_per_vendor() {
         let state = MemoryState::new();
-        let reply = StoredReply {
-            text: "£4.20".to_owned(),
-            pool_id: "pool-a".to_owned(),
-            character_name: "Rosie".to_owned(),
-            user_id: "u1".to_owned(),
-        };
+        let reply = reply_of_u1("£4.20");
         let first = attempt("v1", "u1", "m1", "pool-a/01/1");
         assert!(claimed(state.claim_message(&first, &[]).await).is_empty());
         let retry = attempt("v1", "u1", "m1", "pool-b/02/1");
@@ -502,12 +507,7 @@ mod tests {
     #[tokio::test]
     async fn one_attempt_holds_a_conversation_until_taken_over() {
         let state = MemoryState::new();
-        let reply = StoredReply {
-            text: "Open at nine.".to_owned(),
-            pool_id: "pool-a".to_owned(),
-            character_name: "Rosie".to_owned(),
-            user_id: "u1".to_owned(),
-        };
+        let reply = reply_of_u1("Open at nine.");
         let on_a = attempt("v1", "u1", "m1", "pool-a/01/1");
         claimed(state.claim_message(&on_a, &[]).await);
         let on_b = attempt("v1", "u1", "m2", "pool-b/02/1");

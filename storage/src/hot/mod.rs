@@ -140,7 +140,7 @@ pub(crate) fn may_take_over(holder: &str, take_over: &[String]) -> bool {
         .any(|prefix| holder.starts_with(prefix.as_str()))
 }
 
-/// How finishing a message ended.
+/// The outcome of finishing a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     /// The reply and the conversation were saved.
@@ -160,7 +160,7 @@ pub enum Finish {
 
 /// Time a message and its conversation stay claimed while a pool node
 /// works on the message. A node that crashes meanwhile blocks retries at
-/// most this long; a node that a gateway reports unreachable, or that has
+/// most this long. A node that a gateway reports unreachable, or that has
 /// left the ring, does not block them at all.
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 /// Time a message's reply is kept for retries.
