@@ -10,4 +10,4 @@ pub mod ring;
 
 pub use member::{Member, NodeState};
 pub use membership::{MembershipError, RingHandle};
-pub use ring::{Ring, RingParams};
+pub use ring::{vendor_position, Ring, RingParams};

@@ -2,16 +2,21 @@
 //!
 //! Placement depends only on node ids, node weights, the vendor id's bytes
 //! and [`RingParams`]. Every point and every vendor key is hashed from
-//! explicit bytes with the `hashring` crate's SipHash-2-4 (fixed zero keys),
-//! so every gateway and pool node, on any platform and release, computes the
-//! same owner. The ring is pure: no I/O, no clock, no async.
+//! explicit bytes with SipHash-2-4 under zero keys, so every gateway and
+//! pool node, on any platform and release, computes the same owner. The
+//! ring is pure: no I/O, no clock, no async.
+//!
+//! A vendor belongs to the first point clockwise from its key's hash: the
+//! point with the smallest hash at or above it, wrapping to the smallest
+//! point. Points with equal hashes keep the order in which they were made,
+//! (member id, point index), so ties break the same way in every process.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher;
 use std::sync::Arc;
 
-use hashring::HashRing;
 use serde::{Deserialize, Serialize};
+use siphasher::sip::SipHasher24;
 
 use crate::member::{Member, NodeState};
 
@@ -49,34 +54,82 @@ impl Default for RingParams {
     }
 }
 
-/// One virtual node: point `index` of the node at `member` in [`Ring::members`].
-///
-/// Its position on the ring is the hash of `node_id ‖ 0xFF ‖ index as
-/// big-endian u32`, written to the hasher in one call.
-#[derive(Debug, Clone)]
-struct Point {
-    node_id: Arc<str>,
-    index: u32,
-    member: u32,
+/// Hashes `bytes` in one write, with no length prefix or terminator (unlike
+/// `Hash for str`). A vendor key is its id's bytes; point `index` of a node
+/// is `node_id ‖ 0xFF ‖ index as big-endian u32`.
+fn position(bytes: &[u8]) -> u64 {
+    let mut hasher = SipHasher24::new();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
-impl Hash for Point {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let mut bytes = Vec::with_capacity(self.node_id.len() + 5);
-        bytes.extend_from_slice(self.node_id.as_bytes());
-        bytes.push(POINT_SEPARATOR);
-        bytes.extend_from_slice(&self.index.to_be_bytes());
-        state.write(&bytes);
+/// Returns the position of `vendor_id` on the ring: the hash that
+/// [`Ring::owner`] searches the points for.
+pub fn vendor_position(vendor_id: &str) -> u64 {
+    position(vendor_id.as_bytes())
+}
+
+/// The points of a ring, sorted by hash, in two parallel arrays so that a
+/// search touches 8-byte hashes only, with a table that narrows the search
+/// to the points sharing the key's top bits.
+#[derive(Debug, Default)]
+struct Points {
+    hashes: Vec<u64>,
+    /// `owners[i]` is the position in [`Ring::members`] of the member that
+    /// placed point `hashes[i]`.
+    owners: Vec<u32>,
+    /// `starts[b]` is the first point whose hash has `b` as its top
+    /// `64 - shift` bits; `starts[b + 1]` ends that bucket. About one bucket
+    /// per point, so a search looks at two or three hashes.
+    starts: Vec<u32>,
+    shift: u32,
+}
+
+impl Points {
+    /// Sorts `(hash, member, index)` triples by all three fields, which is
+    /// hash order with ties in creation order, and builds the bucket table.
+    fn new(mut points: Vec<(u64, u32, u32)>) -> Points {
+        points.sort_unstable();
+        let count = points.len();
+        let bits = count.next_power_of_two().trailing_zeros().clamp(1, 24);
+        let shift = 64 - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut next = 0usize;
+        for bucket in 0..(1u64 << bits) {
+            while next < count && points[next].0 >> shift < bucket {
+                next += 1;
+            }
+            starts.push(next as u32);
+        }
+        starts.push(count as u32);
+        Points {
+            hashes: points.iter().map(|p| p.0).collect(),
+            owners: points.iter().map(|p| p.1).collect(),
+            starts,
+            shift,
+        }
     }
-}
 
-/// A vendor id as ring key. Its `Hash` writes the id's bytes once, with no
-/// length prefix or terminator, unlike `Hash for str`.
-struct VendorKey<'a>(&'a [u8]);
+    /// Returns the owner of the first point at or after `key` clockwise.
+    fn owner(&self, key: u64) -> Option<u32> {
+        if self.hashes.is_empty() {
+            return None;
+        }
+        let bucket = (key >> self.shift) as usize;
+        let (start, end) = (
+            self.starts[bucket] as usize,
+            self.starts[bucket + 1] as usize,
+        );
+        let found = start + self.hashes[start..end].partition_point(|&hash| hash < key);
+        Some(if found == self.hashes.len() {
+            self.owners[0]
+        } else {
+            self.owners[found]
+        })
+    }
 
-impl Hash for VendorKey<'_> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write(self.0);
+    fn len(&self) -> usize {
+        self.hashes.len()
     }
 }
 
@@ -92,7 +145,7 @@ pub struct Ring {
     /// Incarnations of every registered member by id, draining ones
     /// included.
     registered: Arc<BTreeMap<String, String>>,
-    points: HashRing<Point>,
+    points: Points,
 }
 
 impl Ring {
@@ -150,23 +203,23 @@ impl Ring {
 
         let mut points = Vec::new();
         let mut by_id = HashMap::with_capacity(members.len());
-        for (position, member) in members.iter().enumerate() {
-            let node_id: Arc<str> = Arc::from(member.id.as_str());
+        let mut bytes = Vec::new();
+        for (slot, member) in members.iter().enumerate() {
             let count = params
                 .points_per_node
                 .saturating_mul(member.weight.min(MAX_WEIGHT));
-            let member_index = u32::try_from(position).expect("fewer than 2^32 members");
-            points.extend((0..count).map(|index| Point {
-                node_id: node_id.clone(),
-                index,
-                member: member_index,
+            let owner = u32::try_from(slot).expect("fewer than 2^32 members");
+            bytes.clear();
+            bytes.extend_from_slice(member.id.as_bytes());
+            bytes.push(POINT_SEPARATOR);
+            let prefix = bytes.len();
+            points.extend((0..count).map(|index| {
+                bytes.truncate(prefix);
+                bytes.extend_from_slice(&index.to_be_bytes());
+                (position(&bytes), owner, index)
             }));
-            by_id.insert(node_id, position);
+            by_id.insert(Arc::from(member.id.as_str()), slot);
         }
-        let mut ring = HashRing::new();
-        // The batch is in (node id, index) order, so points whose hashes
-        // collide sort the same way in every process.
-        ring.batch_add(points);
 
         Ring {
             params,
@@ -174,7 +227,7 @@ impl Ring {
             members,
             by_id,
             registered,
-            points: ring,
+            points: Points::new(points),
         }
     }
 
@@ -192,8 +245,8 @@ impl Ring {
     /// Returns the position in [`Ring::members`] of the owner of `vendor_id`.
     pub fn owner_index(&self, vendor_id: &str) -> Option<usize> {
         self.points
-            .get(&VendorKey(vendor_id.as_bytes()))
-            .map(|point| point.member as usize)
+            .owner(vendor_position(vendor_id))
+            .map(|owner| owner as usize)
     }
 
     /// Returns the placed member with this id.
