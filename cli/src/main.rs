@@ -2,11 +2,18 @@
 
 mod bench;
 mod client;
+mod generate;
 mod invalidate;
 mod quickstart;
 mod vendors;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc rather than glibc's malloc, which took about a tenth of the
+/// mesh's CPU time under load (perf). Built without transparent huge pages,
+/// which made a pool node's RSS several times its cache budget.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Command-line tool of the Voca mesh.
 #[derive(Parser, Debug)]
@@ -24,8 +31,10 @@ enum Command {
     Route(client::RouteArgs),
     /// Send a message to a vendor and print the reply.
     Send(client::SendArgs),
-    /// Load a gateway with messages and report throughput and latency.
+    /// Load the mesh (through a gateway, a proxy or straight to the pool nodes) and report throughput and latency.
     Bench(bench::Args),
+    /// Write generated benchmark vendors into a character store.
+    GenerateVendors(generate::Args),
     /// Make the pool nodes load a vendor's changed files again (needs their Redis).
     Invalidate(invalidate::Args),
     /// Register, import, show, list and delete vendors.
@@ -40,6 +49,7 @@ async fn main() -> std::process::ExitCode {
         Command::Route(args) => client::route(args).await,
         Command::Send(args) => client::send(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::GenerateVendors(args) => generate::run(args).await,
         Command::Invalidate(args) => invalidate::run(args).await,
         Command::Vendors(args) => vendors::run(args).await,
     };
