@@ -9,8 +9,9 @@
 //!   ring's version;
 //! - an HTTP/2 proxy (`--proxy`) that picks a pool node by the
 //!   `x-vendor-id` header and passes `PoolNode/Process` through. The request
-//!   carries ring version 0, which a pool node answers without checking that
-//!   it owns the vendor, since the proxy hashes differently from the ring.
+//!   carries ring version 0, so a pool node processes it without checking
+//!   that it owns the vendor, because the proxy hashes differently from the
+//!   ring.
 //!
 //! Every call carries the vendor id in the request and as `x-vendor-id`
 //! metadata, and a fresh message id.
@@ -84,7 +85,7 @@ pub struct Args {
     /// (bench-vendor-0000000, ...) instead of --vendors.
     #[arg(long, value_name = "N")]
     vendor_count: Option<u64>,
-    /// How messages pick their vendor.
+    /// Distribution of the messages over the vendors.
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
     distribution: Distribution,
     /// Exponent of --distribution zipf: the vendor of rank k gets a share
@@ -120,7 +121,7 @@ pub struct Args {
     json: bool,
 }
 
-/// How each message picks its vendor.
+/// Distribution of the messages over the vendors.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Distribution {
@@ -268,16 +269,23 @@ fn lazy_channel(address: &str) -> anyhow::Result<Channel> {
     Ok(endpoint(address)?.connect_lazy())
 }
 
-/// Opens `count` connections to `address`, failing with a clear message
-/// when nothing answers there.
-async fn connected_channels(address: &str, count: usize) -> anyhow::Result<Vec<Channel>> {
+/// Opens `count` connections to the `server` at `address`, failing with
+/// the cause and the flag to fix when none can be opened.
+async fn connected_channels(
+    server: &str,
+    flag: &str,
+    address: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Channel>> {
     let endpoint = endpoint(address)?;
     let mut channels = Vec::with_capacity(count);
     for _ in 0..count {
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|error| crate::client::connect_error(address, &error))?;
+        let channel = endpoint.connect().await.map_err(|error| {
+            anyhow::anyhow!(
+                "connecting to {address} failed: {:#}; check that the {server} listens there, and give its host:port with {flag}",
+                anyhow::Error::new(error)
+            )
+        })?;
         channels.push(channel);
     }
     Ok(channels)
@@ -309,12 +317,13 @@ impl Target {
             }));
         }
         if let Some(proxy) = &args.proxy {
-            let channels = connected_channels(proxy, connections).await?;
+            let channels = connected_channels("proxy", "--proxy", proxy, connections).await?;
             return Ok(Target::Proxy(
                 channels.into_iter().map(PoolNodeClient::new).collect(),
             ));
         }
-        let channels = connected_channels(&args.gateway, connections).await?;
+        let channels =
+            connected_channels("gateway", "--gateway", &args.gateway, connections).await?;
         Ok(Target::Gateway(
             channels.into_iter().map(GatewayClient::new).collect(),
         ))

@@ -21,7 +21,7 @@ use voca_storage::store::CharacterStore;
 /// Object that records a finished generation.
 const MANIFEST: &str = "bench-vendors.json";
 
-/// Writes in flight at once.
+/// Maximum writes in flight.
 const PARALLEL_WRITES: usize = 64;
 
 /// Returns the id of generated vendor `index`.
@@ -157,7 +157,7 @@ fn templates(folder: &Path) -> anyhow::Result<Vec<Value>> {
     Ok(templates)
 }
 
-/// The character of generated vendor `index`.
+/// Builds the character of generated vendor `index` from `template`.
 fn character(template: &Value, index: u64) -> anyhow::Result<Vec<u8>> {
     let mut character = template.clone();
     let name = character
