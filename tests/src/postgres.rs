@@ -65,12 +65,23 @@ impl PostgresServer {
             .output()
             .expect("running initdb");
         assert_success("initdb", &output);
-        server.spawn().await;
-        server
+        // Another process can take the free port before the server binds
+        // it, so a bind failure is retried on a new port.
+        for _ in 0..5 {
+            if server.spawn().await {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!(
+            "PostgreSQL found its port taken 5 times; its log:\n{}",
+            server.log()
+        );
     }
 
     /// Starts the server process and waits until it accepts connections.
-    async fn spawn(&mut self) {
+    /// Returns false when the server exited because its port was taken.
+    async fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.log_path()).expect("creating PostgreSQL log");
         let child = self
             .command("postgres")
@@ -92,6 +103,14 @@ impl PostgresServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.is_ready().await {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited && self.log().contains("Address already in use") {
+                self.child = None;
+                return false;
+            }
             assert!(
                 Instant::now() < deadline,
                 "PostgreSQL did not accept connections within 30 s; its log:\n{}",
@@ -99,6 +118,7 @@ impl PostgresServer {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        true
     }
 
     /// Checks with pg_isready, waiting at most 1 s, whether the server
