@@ -1,6 +1,7 @@
 //! The BM25 index over a character's passages.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bm25::{Embedder, EmbedderBuilder, Scorer};
 
@@ -49,6 +50,29 @@ pub(crate) fn query_terms(query: &str) -> HashSet<String> {
     tokenize(query).into_iter().collect()
 }
 
+/// Hashes a term for the per-passage term sets. The hash only has to agree
+/// within one process, and a collision of two terms' 64-bit hashes at most
+/// counts one term as covered.
+fn term_hash(term: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    term.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Returns the sorted, distinct term hashes of `terms`.
+fn term_set<'a>(terms: impl IntoIterator<Item = &'a String>) -> Vec<u64> {
+    let mut hashes: Vec<u64> = terms.into_iter().map(|term| term_hash(term)).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+}
+
+/// Query terms with their coverage weights, computed once per query.
+struct WeightedTerms {
+    terms: Vec<(u64, f32)>,
+    total: f32,
+}
+
 /// BM25 index built with the `bm25` crate's embedder and scorer.
 pub(crate) struct PassageIndex {
     passages: Vec<Passage>,
@@ -56,6 +80,9 @@ pub(crate) struct PassageIndex {
     scorer: Scorer<usize, u64>,
     /// Number of passages each term occurs in, for the coverage measure.
     document_frequency: HashMap<String, usize>,
+    /// Term set of each passage's search text (see [`term_set`]), so that a
+    /// query's coverage of a passage needs no tokenizing.
+    passage_terms: Vec<Vec<u64>>,
     /// Number of terms over all passages, for the memory estimate.
     term_count: usize,
 }
@@ -68,11 +95,13 @@ impl PassageIndex {
                 .build();
         let mut scorer = Scorer::new();
         let mut document_frequency: HashMap<String, usize> = HashMap::new();
+        let mut passage_terms = Vec::with_capacity(passages.len());
         let mut term_count = 0;
         for (id, passage) in passages.iter().enumerate() {
             let terms = tokenize(&passage.search_text);
             term_count += terms.len();
             let unique: HashSet<String> = terms.into_iter().collect();
+            passage_terms.push(term_set(&unique));
             for term in unique {
                 *document_frequency.entry(term).or_default() += 1;
             }
@@ -83,6 +112,7 @@ impl PassageIndex {
             embedder,
             scorer,
             document_frequency,
+            passage_terms,
             term_count,
         }
     }
@@ -102,17 +132,18 @@ impl PassageIndex {
         if query_terms.is_empty() {
             return Vec::new();
         }
+        let weighted = self.weigh(&query_terms);
         let mut matches = self.scorer.matches(&self.embedder.embed(query));
         matches.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         matches
             .into_iter()
             .take(limit)
             .filter_map(|scored| {
-                let passage = self.passages.get(scored.id)?;
+                let terms = self.passage_terms.get(scored.id)?;
                 Some(Hit {
                     passage: scored.id,
                     score: scored.score,
-                    coverage: self.coverage(&query_terms, &passage.search_text),
+                    coverage: covered_share(&weighted, terms),
                 })
             })
             .collect()
@@ -123,25 +154,25 @@ impl PassageIndex {
     /// index may not cover. An unknown Han or kana bigram gets half that weight, because
     /// bigrams that span two words are frequent and carry little meaning.
     pub(crate) fn coverage(&self, query_terms: &HashSet<String>, text: &str) -> f32 {
-        let passage_terms: HashSet<String> = tokenize(text).into_iter().collect();
-        let mut total = 0.0;
-        let mut covered = 0.0;
-        for term in query_terms {
-            let weight = match self.document_frequency.get(term) {
-                Some(&frequency) => self.idf(frequency),
-                None if term.chars().any(is_cjk) => self.idf(1) / 2.0,
-                None => self.idf(1),
-            };
-            total += weight;
-            if passage_terms.contains(term) {
-                covered += weight;
-            }
-        }
-        if total > 0.0 {
-            covered / total
-        } else {
-            0.0
-        }
+        let terms = tokenize(text);
+        covered_share(&self.weigh(query_terms), &term_set(&terms))
+    }
+
+    /// Weighs each query term by its IDF, as [`PassageIndex::coverage`] describes.
+    fn weigh(&self, query_terms: &HashSet<String>) -> WeightedTerms {
+        let terms: Vec<(u64, f32)> = query_terms
+            .iter()
+            .map(|term| {
+                let weight = match self.document_frequency.get(term) {
+                    Some(&frequency) => self.idf(frequency),
+                    None if term.chars().any(is_cjk) => self.idf(1) / 2.0,
+                    None => self.idf(1),
+                };
+                (term_hash(term), weight)
+            })
+            .collect();
+        let total = terms.iter().map(|(_, weight)| weight).sum();
+        WeightedTerms { terms, total }
     }
 
     /// Computes the BM25 inverse document frequency of a term found in `frequency` passages.
@@ -182,6 +213,26 @@ impl PassageIndex {
             .keys()
             .map(|term| term.capacity() + 24 + 8 + MAP_ENTRY_OVERHEAD)
             .sum();
-        passages + embeddings + postings + inverted + frequencies
+        let term_sets: usize = self
+            .passage_terms
+            .iter()
+            .map(|terms| 24 + terms.capacity() * 8)
+            .sum();
+        passages + embeddings + postings + inverted + frequencies + term_sets
     }
+}
+
+/// Returns the share of the query's weight whose terms are in `terms`, a
+/// sorted term set.
+fn covered_share(weighted: &WeightedTerms, terms: &[u64]) -> f32 {
+    if weighted.total <= 0.0 {
+        return 0.0;
+    }
+    let covered: f32 = weighted
+        .terms
+        .iter()
+        .filter(|(hash, _)| terms.binary_search(hash).is_ok())
+        .map(|(_, weight)| weight)
+        .sum();
+    covered / weighted.total
 }
