@@ -26,31 +26,50 @@ def latency(report, key):
     return "-" if value is None else f"{value:.2f}"
 
 
+def median_rounds(rows):
+    """Groups `kind/path[/round]` reports by path and returns, per path in
+    first-seen order, the report of the median round by throughput and all
+    of the path's rounds."""
+    paths = {}
+    for r in rows:
+        path = r["label"].split("/")[1]
+        paths.setdefault(path, []).append(r)
+    result = []
+    for path, rounds in paths.items():
+        ordered = sorted(rounds, key=lambda r: r["messages_per_second"])
+        result.append((path, ordered[(len(ordered) - 1) // 2], rounds))
+    return result
+
+
 def path_table(reports, kind):
     rows = [r for r in reports if r["label"].startswith(kind + "/")]
     if not rows:
         return
-    base = next((r for r in rows if r["label"] == kind + "/direct"), None)
-    print(f"\n{rows[0]['mode']}, {rows[0]['vendors']:,} vendors, {rows[0]['seconds']:.0f} s each\n")
-    print("| path | RPC | msg/s | vs direct | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | failed | vendors on 2+ pools |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        path = r["label"].split("/", 1)[1]
+    grouped = median_rounds(rows)
+    base = next((median for path, median, _ in grouped if path == "direct"), None)
+    rounds = len(grouped[0][2])
+    what = f"median of {rounds} alternating rounds" if rounds > 1 else "one run"
+    print(f"\n{rows[0]['mode']}, {rows[0]['vendors']:,} vendors, {rows[0]['seconds']:.0f} s each, {what}\n")
+    print("| path | RPC | msg/s | each round | vs direct | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | failed | vendors on 2+ pools |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for path, r, all_rounds in grouped:
         ratio = "-"
         if base and base["messages_per_second"] > 0:
             ratio = f"{r['messages_per_second'] / base['messages_per_second']:.2f}"
+        each = ", ".join(f"{x['messages_per_second']:,.0f}" for x in all_rounds)
+        failed = sum(x["failed"] for x in all_rounds)
+        split = max(x["vendors_on_several_pools"] for x in all_rounds)
         print(
-            f"| {path} | {RPC.get(path, r['path'])} | {r['messages_per_second']:,.0f} | {ratio} "
+            f"| {path} | {RPC.get(path, r['path'])} | {r['messages_per_second']:,.0f} | {each} | {ratio} "
             f"| {latency(r, 'p50')} | {latency(r, 'p95')} | {latency(r, 'p99')} | {latency(r, 'p99.9')} "
-            f"| {latency(r, 'max')} | {r['failed']} | {r['vendors_on_several_pools']} of {r['vendors_answered']:,} |"
+            f"| {latency(r, 'max')} | {failed} | {split} of {r['vendors_answered']:,} |"
         )
     if base:
-        for r in rows:
-            path = r["label"].split("/", 1)[1]
+        for path, r, _ in grouped:
             if path == "direct" or not r.get("latency_ms") or not base.get("latency_ms"):
                 continue
             extra = {k: r["latency_ms"][k] - base["latency_ms"][k] for k in ("p50", "p99")}
-            print(f"\n{path}: p50 +{extra['p50']:.2f} ms, p99 +{extra['p99']:.2f} ms over direct", end="")
+            print(f"\n{path}: p50 {extra['p50']:+.2f} ms, p99 {extra['p99']:+.2f} ms against direct", end="")
         print()
     for r in rows:
         if r["errors"]:
