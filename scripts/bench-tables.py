@@ -21,6 +21,10 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def mib(kib):
+    return "exited" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
 def latency(report, key):
     value = report.get("latency_ms", {}).get(key)
     return "-" if value is None else f"{value:.2f}"
@@ -50,7 +54,7 @@ def path_table(reports, kind):
     rounds = len(grouped[0][2])
     what = f"median of {rounds} alternating rounds" if rounds > 1 else "one run"
     print(f"\n{rows[0]['mode']}, {rows[0]['vendors']:,} vendors, {rows[0]['seconds']:.0f} s each, {what}\n")
-    print("| path | RPC | msg/s | each round | vs direct | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | failed | vendors on 2+ pools |")
+    print("| path | RPC | msg/s | each round | vs direct | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | failed, all rounds | vendors on 2+ pools, worst round |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path, r, all_rounds in grouped:
         ratio = "-"
@@ -100,7 +104,7 @@ def scale_table(reports):
         print("|---:|" + "---:|" * len({r["pool"] for r in pools}))
         for count in sorted({r["label"].split("/")[1] for r in pools}, key=int):
             row = sorted((r for r in pools if r["label"] == f"pool-rss/{count}"), key=lambda r: r["pool"])
-            print(f"| {int(count):,} | " + " | ".join(f"{r['rss_kib'] / 1024:.1f} MiB" for r in row) + " |")
+            print(f"| {int(count):,} | " + " | ".join(mib(r["rss_kib"]) for r in row) + " |")
     gateway = {r["label"].split("/")[1]: r for r in reports if r["label"].startswith("gateway-rss/")}
     loads = {r["label"].split("/")[1]: r for r in reports if r["label"].startswith("gateway-load/")}
     if gateway:
@@ -112,9 +116,9 @@ def scale_table(reports):
             sent = f"{load_report['succeeded']:,}" if load_report else "-"
             seen = f"{load_report['vendors_answered']:,}" if load_report else "-"
             name = "start" if key == "start" else f"{int(key):,} vendors"
-            print(f"| {name} | {r['rss_kib'] / 1024:.1f} MiB | {sent} | {seen} |")
+            print(f"| {name} | {mib(r['rss_kib'])} | {sent} | {seen} |")
         counts = sorted((k for k in gateway if k != "start"), key=int)
-        if len(counts) >= 2:
+        if len(counts) >= 2 and None not in (gateway[counts[0]]["rss_kib"], gateway[counts[-1]]["rss_kib"]):
             growth = (gateway[counts[-1]]["rss_kib"] - gateway[counts[0]]["rss_kib"]) / 1024
             print(f"\nGrowth from {int(counts[0]):,} to {int(counts[-1]):,} vendors: {growth:+.1f} MiB")
 

@@ -20,6 +20,10 @@
 //! as the last one is answered. Open loop (`--rate`): messages start on a
 //! fixed schedule whatever the latency, so a slow server cannot slow the
 //! load down; latency is measured from the scheduled start.
+//!
+//! NOTE: tokio's timer wakes on 1 ms ticks, so in open loop a message can
+//! start up to 1 ms after its scheduled time, and that delay counts in its
+//! latency.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,19 +100,19 @@ pub struct Args {
     #[arg(long, default_value = "What are your opening hours?")]
     text: String,
     /// Concurrent callers in closed loop, or the cap on calls in flight in open loop.
-    #[arg(long, default_value_t = 32)]
-    concurrency: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
     /// HTTP/2 connections to the gateway or proxy, and to each pool node with --direct.
-    #[arg(long, default_value_t = 16)]
-    connections: usize,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    connections: u64,
     /// Messages per second in open loop; closed loop when unset.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     rate: Option<u64>,
     /// Length of the measured run, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     duration: u64,
     /// Length of the unmeasured warm-up, in seconds.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     warmup: u64,
     /// Stop after this many messages, warm-up included.
     #[arg(long)]
@@ -236,18 +240,24 @@ struct Direct {
 }
 
 impl Direct {
-    fn clients(&self, address: &str) -> anyhow::Result<Vec<PoolNodeClient<Channel>>> {
+    /// Returns connection `n` modulo the connections to `address`, opening
+    /// them on first use.
+    fn client(&self, address: &str, n: u64) -> anyhow::Result<PoolNodeClient<Channel>> {
+        let pick = |clients: &Vec<PoolNodeClient<Channel>>| {
+            clients[(n % clients.len() as u64) as usize].clone()
+        };
         if let Some(clients) = self.pools.read().expect("not poisoned").get(address) {
-            return Ok(clients.clone());
+            return Ok(pick(clients));
         }
         let clients = (0..self.connections)
             .map(|_| lazy_channel(address).map(PoolNodeClient::new))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let client = pick(&clients);
         self.pools
             .write()
             .expect("not poisoned")
-            .insert(address.to_owned(), clients.clone());
-        Ok(clients)
+            .insert(address.to_owned(), clients);
+        Ok(client)
     }
 }
 
@@ -293,7 +303,7 @@ async fn connected_channels(
 
 impl Target {
     async fn open(args: &Args) -> anyhow::Result<Target> {
-        let connections = args.connections.max(1);
+        let connections = args.connections as usize;
         if let Some(etcd) = &args.direct {
             let endpoints: Vec<String> = etcd.split(',').map(str::to_owned).collect();
             let (ring, watcher) = follow_ring(&endpoints, &args.etcd_prefix, RingParams::default())
@@ -369,13 +379,12 @@ impl Target {
             Target::Direct(direct) => {
                 let ring = direct.ring.load();
                 let owner = ring.owner(&message.vendor_id).ok_or(Code::Unavailable)?;
-                let clients = direct
-                    .clients(&owner.address)
+                let mut client = direct
+                    .client(&owner.address, n)
                     .map_err(|_| Code::InvalidArgument)?;
                 let mut request = tonic::Request::new(process(ring.version()));
                 request.metadata_mut().insert(VENDOR_ID_HEADER, header);
                 request.set_timeout(CALL_TIMEOUT);
-                let mut client = clients[pick(clients.len())].clone();
                 let reply = client.process(request).await.map_err(|s| s.code())?;
                 Ok(reply.into_inner().pool_id)
             }
@@ -474,6 +483,10 @@ impl Tally {
     }
 }
 
+/// A measured message: its vendor, its latency, and the pool node that
+/// answered or the status code.
+type Outcome = (String, Duration, Result<String, Code>);
+
 /// Shared by the callers of one run.
 struct Run {
     target: Target,
@@ -508,13 +521,13 @@ impl Run {
         }
     }
 
-    async fn send(&self, n: u64, vendor: u64, started: Instant, tally: &mut Tally) {
+    /// Sends message `n` and returns what to record, or `None` for a
+    /// message started during the warm-up.
+    async fn send(&self, n: u64, vendor: u64, started: Instant) -> Option<Outcome> {
         let message = self.message(n, vendor);
         let vendor_id = message.vendor_id.clone();
         let result = self.target.call(n, message).await;
-        if started >= self.measure_from {
-            tally.record(vendor_id, started.elapsed(), result);
-        }
+        (started >= self.measure_from).then(|| (vendor_id, started.elapsed(), result))
     }
 }
 
@@ -545,7 +558,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     tokio::spawn(async move {
                         let mut tally = Tally::new();
                         while let Some((n, vendor)) = run.next_message() {
-                            run.send(n, vendor, Instant::now(), &mut tally).await;
+                            if let Some((vendor_id, latency, result)) =
+                                run.send(n, vendor, Instant::now()).await
+                            {
+                                tally.record(vendor_id, latency, result);
+                            }
                         }
                         tally
                     })
@@ -558,7 +575,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(rate) => {
             anyhow::ensure!(rate > 0, "--rate must be at least 1");
             let interval = Duration::from_secs_f64(1.0 / rate as f64);
-            let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
+            let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency as usize));
             let shared = Arc::new(Mutex::new(Tally::new()));
             let mut skipped = 0u64;
             let mut tasks = Vec::new();
@@ -580,10 +597,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 };
                 let (run, shared) = (run.clone(), shared.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut tally = Tally::new();
-                    run.send(n, vendor, scheduled, &mut tally).await;
+                    let outcome = run.send(n, vendor, scheduled).await;
                     drop(permit);
-                    shared.lock().expect("not poisoned").merge(tally);
+                    if let Some((vendor_id, latency, result)) = outcome {
+                        shared
+                            .lock()
+                            .expect("not poisoned")
+                            .record(vendor_id, latency, result);
+                    }
                 }));
             }
             for task in tasks {

@@ -121,6 +121,11 @@ fn templates(folder: &Path) -> anyhow::Result<Vec<Value>> {
         };
         let mut character: Value = json5::from_str(&text)
             .with_context(|| format!("{} is not a JSON5 character", path.display()))?;
+        anyhow::ensure!(
+            character.is_object(),
+            "{} is not a character: it holds JSON5 but not an object; give --from a folder of ElizaOS character folders",
+            path.display()
+        );
         // Entries that name a knowledge-base file (`{"path": ...}`) are
         // replaced by the text of the files.
         let mut knowledge: Vec<Value> = match character.get("knowledge") {
