@@ -407,8 +407,8 @@ struct Message {
     text: Arc<str>,
 }
 
-/// What a run observed. Each caller keeps its own, and they are merged at
-/// the end.
+/// Latencies, errors and answering pool nodes of a run. Each caller keeps
+/// its own, and they are merged at the end.
 struct Tally {
     latencies: Histogram<u64>,
     errors: BTreeMap<String, u64>,
