@@ -52,22 +52,24 @@ def path_table(reports, kind):
     grouped = median_rounds(rows)
     base = next((median for path, median, _ in grouped if path == "direct"), None)
     rounds = len(grouped[0][2])
-    what = f"median of {rounds} alternating rounds" if rounds > 1 else "one run"
-    print(f"\n{rows[0]['mode']}, {rows[0]['vendors']:,} vendors, {rows[0]['seconds']:.0f} s each, {what}\n")
+    rounds_note = f"median of {rounds} alternating rounds" if rounds > 1 else "one run"
+
+    print(f"\n{rows[0]['mode']}, {rows[0]['vendors']:,} vendors, {rows[0]['seconds']:.0f} s each, {rounds_note}\n")
     print("| path | RPC | msg/s | each round | vs direct | p50 ms | p95 ms | p99 ms | p99.9 ms | max ms | failed, all rounds | vendors on 2+ pools, worst round |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for path, r, all_rounds in grouped:
         ratio = "-"
         if base and base["messages_per_second"] > 0:
             ratio = f"{r['messages_per_second'] / base['messages_per_second']:.2f}"
-        each = ", ".join(f"{x['messages_per_second']:,.0f}" for x in all_rounds)
+        round_rates = ", ".join(f"{x['messages_per_second']:,.0f}" for x in all_rounds)
         failed = sum(x["failed"] for x in all_rounds)
         split = max(x["vendors_on_several_pools"] for x in all_rounds)
         print(
-            f"| {path} | {RPC.get(path, r['path'])} | {r['messages_per_second']:,.0f} | {each} | {ratio} "
+            f"| {path} | {RPC.get(path, r['path'])} | {r['messages_per_second']:,.0f} | {round_rates} | {ratio} "
             f"| {latency(r, 'p50')} | {latency(r, 'p95')} | {latency(r, 'p99')} | {latency(r, 'p99.9')} "
             f"| {latency(r, 'max')} | {failed} | {split} of {r['vendors_answered']:,} |"
         )
+
     if base:
         for path, r, _ in grouped:
             if path == "direct" or not r.get("latency_ms") or not base.get("latency_ms"):
@@ -75,6 +77,7 @@ def path_table(reports, kind):
             extra = {k: r["latency_ms"][k] - base["latency_ms"][k] for k in ("p50", "p99")}
             print(f"\n{path}: p50 {extra['p50']:+.2f} ms, p99 {extra['p99']:+.2f} ms against direct", end="")
         print()
+
     for r in rows:
         if r["errors"]:
             print(f"\n{r['label']} errors: {r['errors']}")
@@ -97,6 +100,9 @@ def scale_table(reports):
                 f"| {latency(r, 'p50')} | {latency(r, 'p95')} | {latency(r, 'p99')} | {latency(r, 'p99.9')} "
                 f"| {latency(r, 'max')} | {r['failed']} |"
             )
+
+
+def pool_memory_table(reports):
     pools = [r for r in reports if r["label"].startswith("pool-rss/")]
     if pools:
         print("\nPool node RSS after the warm pass (character cache budget 256 MiB per node)\n")
@@ -105,6 +111,9 @@ def scale_table(reports):
         for count in sorted({r["label"].split("/")[1] for r in pools}, key=int):
             row = sorted((r for r in pools if r["label"] == f"pool-rss/{count}"), key=lambda r: r["pool"])
             print(f"| {int(count):,} | " + " | ".join(mib(r["rss_kib"]) for r in row) + " |")
+
+
+def gateway_memory_table(reports):
     gateway = {r["label"].split("/")[1]: r for r in reports if r["label"].startswith("gateway-rss/")}
     loads = {r["label"].split("/")[1]: r for r in reports if r["label"].startswith("gateway-load/")}
     if gateway:
@@ -117,6 +126,7 @@ def scale_table(reports):
             seen = f"{load_report['vendors_answered']:,}" if load_report else "-"
             name = "start" if key == "start" else f"{int(key):,} vendors"
             print(f"| {name} | {mib(r['rss_kib'])} | {sent} | {seen} |")
+
         counts = sorted((k for k in gateway if k != "start"), key=int)
         if len(counts) >= 2 and None not in (gateway[counts[0]]["rss_kib"], gateway[counts[-1]]["rss_kib"]):
             growth = (gateway[counts[-1]]["rss_kib"] - gateway[counts[0]]["rss_kib"]) / 1024
@@ -135,6 +145,8 @@ def main():
                 f"p99 {latency(r, 'p99')} ms, failed {r['failed']}"
             )
     scale_table(reports)
+    pool_memory_table(reports)
+    gateway_memory_table(reports)
 
 
 if __name__ == "__main__":

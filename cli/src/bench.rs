@@ -36,7 +36,7 @@ use hdrhistogram::Histogram;
 use rand::Rng as _;
 use serde::Serialize;
 use tokio::task::JoinHandle;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use voca_common::membership::etcd::{follow_ring, DEFAULT_PREFIX};
@@ -347,7 +347,7 @@ impl Target {
         }
     }
 
-    /// Sends one message and returns the id of the pool node that answered.
+    /// Sends one message and returns the id of the pool node that processed it.
     async fn call(&self, n: u64, message: Message) -> Result<String, Code> {
         let header = MetadataValue::try_from(message.vendor_id.as_str())
             .map_err(|_| Code::InvalidArgument)?;
@@ -363,15 +363,16 @@ impl Target {
         let pick = |len: usize| (n % len as u64) as usize;
         match self {
             Target::Gateway(clients) => {
-                let mut request = tonic::Request::new(SendMessageRequest {
-                    vendor_id: message.vendor_id.clone(),
-                    user_id: message.user_id.clone(),
-                    text: message.text.to_string(),
-                    message_id: message.message_id.clone(),
-                    platform: Some("bench".to_owned()),
-                });
-                request.metadata_mut().insert(VENDOR_ID_HEADER, header);
-                request.set_timeout(CALL_TIMEOUT);
+                let request = request(
+                    &header,
+                    SendMessageRequest {
+                        vendor_id: message.vendor_id.clone(),
+                        user_id: message.user_id.clone(),
+                        text: message.text.to_string(),
+                        message_id: message.message_id.clone(),
+                        platform: Some("bench".to_owned()),
+                    },
+                );
                 let mut client = clients[pick(clients.len())].clone();
                 let reply = client.send_message(request).await.map_err(|s| s.code())?;
                 Ok(reply.into_inner().pool_id)
@@ -382,22 +383,33 @@ impl Target {
                 let mut client = direct
                     .client(&owner.address, n)
                     .map_err(|_| Code::InvalidArgument)?;
-                let mut request = tonic::Request::new(process(ring.version()));
-                request.metadata_mut().insert(VENDOR_ID_HEADER, header);
-                request.set_timeout(CALL_TIMEOUT);
-                let reply = client.process(request).await.map_err(|s| s.code())?;
+                let reply = client
+                    .process(request(&header, process(ring.version())))
+                    .await
+                    .map_err(|s| s.code())?;
                 Ok(reply.into_inner().pool_id)
             }
             Target::Proxy(clients) => {
-                let mut request = tonic::Request::new(process(0));
-                request.metadata_mut().insert(VENDOR_ID_HEADER, header);
-                request.set_timeout(CALL_TIMEOUT);
                 let mut client = clients[pick(clients.len())].clone();
-                let reply = client.process(request).await.map_err(|s| s.code())?;
+                let reply = client
+                    .process(request(&header, process(0)))
+                    .await
+                    .map_err(|s| s.code())?;
                 Ok(reply.into_inner().pool_id)
             }
         }
     }
+}
+
+/// Wraps `body` in a request with the vendor id as metadata and the call's
+/// deadline, the same on every path.
+fn request<T>(vendor_id: &MetadataValue<Ascii>, body: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(body);
+    request
+        .metadata_mut()
+        .insert(VENDOR_ID_HEADER, vendor_id.clone());
+    request.set_timeout(CALL_TIMEOUT);
+    request
 }
 
 struct Message {
@@ -407,18 +419,18 @@ struct Message {
     text: Arc<str>,
 }
 
-/// Latencies, errors and answering pool nodes of a run. Each caller keeps
+/// Latencies, errors and processing pool nodes of a run. Each caller keeps
 /// its own, and they are merged at the end.
 struct Tally {
     latencies: Histogram<u64>,
     errors: BTreeMap<String, u64>,
-    /// The pool node that answered each vendor first.
+    /// The pool node that first processed a message of each vendor.
     owners: HashMap<String, Arc<str>>,
-    /// Vendors answered by more than one pool node.
+    /// Vendors whose messages more than one pool node processed.
     split: HashSet<String>,
-    /// Messages answered by each pool node.
+    /// Messages processed by each pool node.
     by_pool: BTreeMap<Arc<str>, u64>,
-    /// When the last measured message was answered.
+    /// When the response to the last measured message arrived.
     last_answer: Option<Instant>,
 }
 
@@ -484,7 +496,7 @@ impl Tally {
 }
 
 /// A measured message: its vendor, its latency, and the pool node that
-/// answered or the status code.
+/// processed it or the status code.
 type Outcome = (String, Duration, Result<String, Code>);
 
 /// Shared by the callers of one run.
@@ -532,8 +544,6 @@ impl Run {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    anyhow::ensure!(args.duration > 0, "--duration must be at least 1 second");
     let vendors = Vendors::new(&args)?;
     let target = Target::open(&args).await?;
     let start = Instant::now();
@@ -573,7 +583,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         Some(rate) => {
-            anyhow::ensure!(rate > 0, "--rate must be at least 1");
             let interval = Duration::from_secs_f64(1.0 / rate as f64);
             let in_flight = Arc::new(tokio::sync::Semaphore::new(args.concurrency as usize));
             let shared = Arc::new(Mutex::new(Tally::new()));
@@ -792,7 +801,7 @@ mod tests {
         for n in 0..100_000 {
             counts[vendors.pick(n).unwrap() as usize] += 1;
         }
-        // With s = 1 over 1,000 vendors the first holds 1/H(1000), about
+        // With s = 1 over 1,000 vendors the first gets 1/H(1000), about
         // 13%, and the first ten about 39%.
         let first = f64::from(counts[0]) / 100_000.0;
         let top_ten = f64::from(counts[..10].iter().sum::<u32>()) / 100_000.0;

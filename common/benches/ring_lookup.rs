@@ -45,7 +45,7 @@ fn lookup(bencher: Bencher, nodes: usize) {
     });
 }
 
-/// The hashing part of a lookup alone.
+/// Measures the hashing part of a lookup alone.
 #[divan::bench(sample_size = 20_000)]
 fn hash_only(bencher: Bencher) {
     let keys: Vec<String> = (0..KEYS).map(|i| format!("vendor-{i:07}")).collect();
